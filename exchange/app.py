@@ -1,0 +1,176 @@
+"""The ASGI application: health probes, the GraphQL endpoint and the request-size cap."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import psycopg
+from psycopg_pool import PoolTimeout
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from exchange.api.graphql_app import create_graphql_app
+from exchange.config import ConfigError, Settings, load_settings
+from exchange.db.migrate import head_revision
+from exchange.db.pool import create_pool
+
+READINESS_TIMEOUT_S = 2.0
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Answer 413 to HTTP requests whose body exceeds ``max_bytes``.
+
+    A declared ``Content-Length`` is checked before the app runs; a streamed body is counted as
+    the app reads it.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit():
+                    await _send_json(send, 400, {"error": "invalid Content-Length header"})
+                    return
+                if int(value) > self.max_bytes:
+                    await self._too_large(send)
+                    return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if response_started:
+                raise
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        await _send_json(
+            send,
+            413,
+            {"error": f"request body larger than {self.max_bytes} bytes"},
+        )
+
+
+async def _send_json(send: Send, status: int, body: dict[str, object]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when the database answers and its schema is at the migrations' head."""
+    pool = getattr(request.app.state, "pool", None)
+    expected: str = request.app.state.head_revision
+    if pool is None:
+        return _unavailable("starting")
+    try:
+        async with pool.connection(timeout=READINESS_TIMEOUT_S) as conn:
+            await conn.execute("SELECT 1")
+            cur = await conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return _unavailable("database schema is not migrated")
+            cur = await conn.execute("SELECT version_num FROM alembic_version")
+            revisions = [r[0] for r in await cur.fetchall()]
+    except PoolTimeout:
+        return _unavailable("database unreachable: no connection available")
+    except psycopg.Error as exc:
+        return _unavailable(f"database error: {_one_line(str(exc))}")
+    if revisions != [expected]:
+        found = ", ".join(revisions) or "none"
+        return _unavailable(f"database schema at revision {found}, expected {expected}")
+    return JSONResponse({"status": "ready", "revision": expected})
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def create_app(settings: Settings, database_url: str) -> Starlette:
+    """The hub's ASGI app; the lifespan opens the connection pool on ``database_url``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.pool = await create_pool(database_url, settings)
+        try:
+            yield
+        finally:
+            pool, app.state.pool = app.state.pool, None
+            await pool.close()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        middleware=[Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.head_revision = head_revision()
+    app.state.pool = None
+    graphql = create_graphql_app(settings, app.state)
+    app.router.routes.append(Route("/graphql", graphql))
+    return app
+
+
+def app_from_env() -> Starlette:
+    """App factory for uvicorn workers: settings and the database URL come from the environment.
+
+    ``exchange serve`` resolves the database (starting the embedded server if needed) and
+    puts its URL in ``EXCHANGE_DATABASE_URL`` before starting the workers.
+    """
+    settings = load_settings()
+    if not settings.database_url:
+        raise ConfigError("EXCHANGE_DATABASE_URL is not set; start the hub with 'exchange serve'")
+    return create_app(settings, settings.database_url)

@@ -1,0 +1,141 @@
+"""Database-side ledger rules that SQLAlchemy cannot declare.
+
+Used by the migrations; kept here as frozen text so that a migration states exactly what
+it installed. Custom SQLSTATEs (class ``EX``) let the services tell the rules apart:
+
+- ``EX001`` a wallet would go below zero outside a reversal;
+- ``EX002`` a posting's asset differs from its account's asset;
+- ``EX003`` an entry does not sum to zero for some asset (raised at commit);
+- ``EX004`` an append-only row was updated or deleted;
+- ``EX005`` a balance or lot was changed other than through a posting or lot move.
+"""
+
+from __future__ import annotations
+
+LEDGER_RULES_V1 = r"""
+-- Balance rows for every account: one for a wallet, `stripes` rows for hot accounts.
+CREATE FUNCTION exchange_account_balances() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO balances (account_id, stripe, amount)
+    SELECT NEW.id, s, 0 FROM generate_series(0, NEW.stripes - 1) AS s;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER accounts_balances AFTER INSERT ON accounts
+    FOR EACH ROW EXECUTE FUNCTION exchange_account_balances();
+
+-- Every posting moves its account's balance: the wallet row, or one stripe of a hot
+-- account chosen by the entry id (concurrent entries land on different stripes).
+CREATE FUNCTION exchange_apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    acc record;
+    new_amount bigint;
+    entry_kind text;
+BEGIN
+    SELECT kind, asset_id, stripes INTO acc FROM accounts WHERE id = NEW.account_id;
+    IF acc.asset_id <> NEW.asset_id THEN
+        RAISE EXCEPTION 'posting asset % differs from account % asset %',
+            NEW.asset_id, NEW.account_id, acc.asset_id USING ERRCODE = 'EX002';
+    END IF;
+    UPDATE balances SET amount = amount + NEW.amount
+     WHERE account_id = NEW.account_id AND stripe = (NEW.entry_id % acc.stripes)
+    RETURNING amount INTO new_amount;
+    IF acc.kind = 'wallet' AND new_amount < 0 AND NEW.amount < 0 THEN
+        SELECT kind INTO entry_kind FROM entries WHERE id = NEW.entry_id;
+        IF entry_kind IS DISTINCT FROM 'reverse' THEN
+            RAISE EXCEPTION 'wallet % would go below zero (%)', NEW.account_id, new_amount
+                USING ERRCODE = 'EX001';
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER postings_apply AFTER INSERT ON postings
+    FOR EACH ROW EXECUTE FUNCTION exchange_apply_posting();
+
+-- Zero sum per entry and asset, checked at commit so an entry's postings may be
+-- inserted in any order within its transaction.
+CREATE FUNCTION exchange_check_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+BEGIN
+    SELECT asset_id, sum(amount) AS total INTO bad
+      FROM postings WHERE entry_id = NEW.entry_id
+     GROUP BY asset_id HAVING sum(amount) <> 0 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'entry % does not balance: asset % sums to %',
+            NEW.entry_id, bad.asset_id, bad.total USING ERRCODE = 'EX003';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER postings_balanced AFTER INSERT ON postings
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION exchange_check_entry_balanced();
+
+-- Append-only journal.
+CREATE FUNCTION exchange_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP USING ERRCODE = 'EX004';
+END $$;
+CREATE TRIGGER entries_append_only BEFORE UPDATE OR DELETE ON entries
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER postings_append_only BEFORE UPDATE OR DELETE ON postings
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER postings_no_truncate BEFORE TRUNCATE ON postings
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER lot_moves_append_only BEFORE UPDATE OR DELETE ON lot_moves
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER lot_moves_no_truncate BEFORE TRUNCATE ON lot_moves
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+
+-- Balances and lot remainders move only through postings and lot moves.
+CREATE FUNCTION exchange_refuse_direct() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% changes only through the ledger: direct % refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'EX005';
+END $$;
+CREATE TRIGGER balances_guard BEFORE UPDATE OR DELETE ON balances
+    FOR EACH ROW WHEN (pg_trigger_depth() < 1) EXECUTE FUNCTION exchange_refuse_direct();
+CREATE TRIGGER lots_guard BEFORE UPDATE OR DELETE ON lots
+    FOR EACH ROW WHEN (pg_trigger_depth() < 1) EXECUTE FUNCTION exchange_refuse_direct();
+
+-- A new lot starts full; its remainder then follows its moves.
+CREATE FUNCTION exchange_lot_starts_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.remaining := NEW.original;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER lots_start_full BEFORE INSERT ON lots
+    FOR EACH ROW EXECUTE FUNCTION exchange_lot_starts_full();
+
+CREATE FUNCTION exchange_apply_lot_move() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE lots SET remaining = remaining + NEW.amount WHERE id = NEW.lot_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER lot_moves_apply AFTER INSERT ON lot_moves
+    FOR EACH ROW EXECUTE FUNCTION exchange_apply_lot_move();
+"""
+
+DROP_LEDGER_RULES_V1 = r"""
+DROP TRIGGER IF EXISTS lot_moves_apply ON lot_moves;
+DROP TRIGGER IF EXISTS lots_start_full ON lots;
+DROP TRIGGER IF EXISTS lots_guard ON lots;
+DROP TRIGGER IF EXISTS balances_guard ON balances;
+DROP TRIGGER IF EXISTS lot_moves_no_truncate ON lot_moves;
+DROP TRIGGER IF EXISTS lot_moves_append_only ON lot_moves;
+DROP TRIGGER IF EXISTS postings_no_truncate ON postings;
+DROP TRIGGER IF EXISTS postings_append_only ON postings;
+DROP TRIGGER IF EXISTS entries_no_truncate ON entries;
+DROP TRIGGER IF EXISTS entries_append_only ON entries;
+DROP TRIGGER IF EXISTS postings_balanced ON postings;
+DROP TRIGGER IF EXISTS postings_apply ON postings;
+DROP TRIGGER IF EXISTS accounts_balances ON accounts;
+DROP FUNCTION IF EXISTS exchange_apply_lot_move();
+DROP FUNCTION IF EXISTS exchange_lot_starts_full();
+DROP FUNCTION IF EXISTS exchange_refuse_direct();
+DROP FUNCTION IF EXISTS exchange_refuse_change();
+DROP FUNCTION IF EXISTS exchange_check_entry_balanced();
+DROP FUNCTION IF EXISTS exchange_apply_posting();
+DROP FUNCTION IF EXISTS exchange_account_balances();
+"""

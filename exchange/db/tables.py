@@ -1,0 +1,317 @@
+"""The hub's tables, declared once with SQLAlchemy Core.
+
+Alembic migrations produce exactly these tables (a test compares them); the database-side
+rules that SQLAlchemy cannot express (zero-sum trigger, append-only guards, the balance
+roll-up) live in the migrations and in :mod:`exchange.db.ddl`.
+
+Amounts are integers: points in the currency's smallest unit, settlement amounts in
+micro-units (six decimal places). Rates are exact ``NUMERIC``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+NOW = text("now()")
+
+
+def _ts(name: str, *, nullable: bool = False, default: bool = False) -> Column[object]:
+    return Column(
+        name,
+        DateTime(timezone=True),
+        nullable=nullable,
+        server_default=NOW if default else None,
+    )
+
+
+merchants = Table(
+    "merchants",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("code", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'active'")),
+    Column("exposure_limit_micro", BigInteger, nullable=True),
+    _ts("created_at", default=True),
+    CheckConstraint("status IN ('active', 'suspended')", name="status"),
+    CheckConstraint("exposure_limit_micro IS NULL OR exposure_limit_micro >= 0", name="exposure"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("role", Text, nullable=False),
+    Column("merchant_id", BigInteger, ForeignKey("merchants.id"), nullable=True),
+    Column("prefix", Text, nullable=False),
+    Column("last4", Text, nullable=False),
+    Column("key_hash", LargeBinary, nullable=False, unique=True),
+    Column("label", Text, nullable=False, server_default=text("''")),
+    _ts("created_at", default=True),
+    _ts("expires_at", nullable=True),
+    _ts("revoked_at", nullable=True),
+    _ts("last_used_at", nullable=True),
+    CheckConstraint("role IN ('admin', 'finance', 'merchant')", name="role"),
+    CheckConstraint("(role = 'merchant') = (merchant_id IS NOT NULL)", name="merchant_role"),
+)
+Index("ix_api_keys_merchant", api_keys.c.merchant_id)
+
+members = Table(
+    "members",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    _ts("created_at", default=True),
+)
+
+member_links = Table(
+    "member_links",
+    metadata,
+    Column("merchant_id", BigInteger, ForeignKey("merchants.id"), nullable=False),
+    Column("customer_ref", Text, nullable=False),
+    Column("member_id", BigInteger, ForeignKey("members.id"), nullable=False),
+    _ts("created_at", default=True),
+    PrimaryKeyConstraint("merchant_id", "customer_ref"),
+    UniqueConstraint("merchant_id", "member_id", name="uq_member_links_merchant_member"),
+)
+Index("ix_member_links_member", member_links.c.member_id)
+
+currencies = Table(
+    "currencies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("issuer_id", BigInteger, ForeignKey("merchants.id"), nullable=True),
+    Column("scale", SmallInteger, nullable=False),
+    Column("expiry_kind", Text, nullable=False, server_default=text("'never'")),
+    Column("expiry_param", Integer, nullable=True),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    _ts("created_at", default=True),
+    CheckConstraint("kind IN ('points', 'settlement')", name="kind"),
+    CheckConstraint("(kind = 'points') = (issuer_id IS NOT NULL)", name="issuer"),
+    CheckConstraint("scale BETWEEN 0 AND 6", name="scale"),
+    CheckConstraint("code ~ '^[A-Z][A-Z0-9_]{1,15}$'", name="code"),
+    CheckConstraint(
+        "(expiry_kind = 'never' AND expiry_param IS NULL)"
+        " OR (expiry_kind IN ('days', 'months_end') AND expiry_param > 0)",
+        name="expiry",
+    ),
+)
+Index("ix_currencies_issuer", currencies.c.issuer_id)
+
+rates = Table(
+    "rates",
+    metadata,
+    Column("currency_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("effective_at", DateTime(timezone=True), nullable=False),
+    Column("rate", Numeric, nullable=False),
+    _ts("recorded_at", default=True),
+    Column("recorded_by", Text, nullable=False),
+    PrimaryKeyConstraint("currency_id", "effective_at"),
+    CheckConstraint("rate > 0", name="positive"),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("kind", Text, nullable=False),
+    Column("asset_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("member_id", BigInteger, ForeignKey("members.id"), nullable=True),
+    Column("merchant_id", BigInteger, ForeignKey("merchants.id"), nullable=True),
+    Column("stripes", SmallInteger, nullable=False),
+    _ts("created_at", default=True),
+    CheckConstraint(
+        "kind IN ('wallet', 'outstanding', 'settlement', 'hub_fees', 'hub_clearing')", name="kind"
+    ),
+    CheckConstraint("(kind = 'wallet') = (member_id IS NOT NULL)", name="member"),
+    CheckConstraint(
+        "(kind IN ('outstanding', 'settlement')) = (merchant_id IS NOT NULL)", name="merchant"
+    ),
+    CheckConstraint(
+        "stripes BETWEEN 1 AND 256 AND (kind <> 'wallet' OR stripes = 1)", name="stripes"
+    ),
+    UniqueConstraint(
+        "kind",
+        "asset_id",
+        "member_id",
+        "merchant_id",
+        name="uq_accounts_identity",
+        postgresql_nulls_not_distinct=True,
+    ),
+)
+Index("ix_accounts_member", accounts.c.member_id)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("stripe", SmallInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("account_id", "stripe"),
+)
+
+quotes = Table(
+    "quotes",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("member_id", BigInteger, ForeignKey("members.id"), nullable=False),
+    Column("from_currency_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("to_currency_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("from_amount", BigInteger, nullable=False),
+    Column("to_amount", BigInteger, nullable=False),
+    Column("from_rate", Numeric, nullable=False),
+    Column("to_rate", Numeric, nullable=False),
+    Column("fee_bp", Integer, nullable=False),
+    Column("value_micro", BigInteger, nullable=False),
+    Column("to_value_micro", BigInteger, nullable=False),
+    Column("fee_micro", BigInteger, nullable=False),
+    _ts("created_at", default=True),
+    _ts("expires_at"),
+    CheckConstraint("from_amount > 0 AND to_amount > 0", name="amounts"),
+    CheckConstraint("fee_micro >= 0 AND to_value_micro + fee_micro = value_micro", name="fee"),
+    CheckConstraint("from_currency_id <> to_currency_id", name="distinct"),
+)
+Index("ix_quotes_member", quotes.c.member_id)
+
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("kind", Text, nullable=False),
+    Column("initiator", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("fingerprint", LargeBinary, nullable=False),
+    Column("merchant_id", BigInteger, ForeignKey("merchants.id"), nullable=True),
+    Column("member_id", BigInteger, ForeignKey("members.id"), nullable=True),
+    Column("reverses_entry_id", BigInteger, ForeignKey("entries.id"), nullable=True),
+    Column("quote_id", BigInteger, ForeignKey("quotes.id"), nullable=True),
+    Column("rates", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("details", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    _ts("effective_at"),
+    Column(
+        "recorded_at",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=text("clock_timestamp()"),
+    ),
+    CheckConstraint(
+        "kind IN ('earn', 'redeem', 'convert', 'expire', 'reverse', 'adjust', 'settle')",
+        name="kind",
+    ),
+    CheckConstraint("(kind = 'reverse') = (reverses_entry_id IS NOT NULL)", name="reverses"),
+    UniqueConstraint("initiator", "idempotency_key", name="uq_entries_idempotency"),
+)
+Index("ix_entries_member", entries.c.member_id, entries.c.id)
+Index("ix_entries_merchant", entries.c.merchant_id, entries.c.id)
+Index("ix_entries_reverses", entries.c.reverses_entry_id)
+Index(
+    "uq_entries_quote",
+    entries.c.quote_id,
+    unique=True,
+    postgresql_where=entries.c.quote_id.isnot(None),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("entry_id", BigInteger, ForeignKey("entries.id"), nullable=False),
+    Column("seq", SmallInteger, nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("asset_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    PrimaryKeyConstraint("entry_id", "seq"),
+    CheckConstraint("amount <> 0", name="nonzero"),
+)
+Index("ix_postings_account", postings.c.account_id, postings.c.entry_id)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("initiator", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("fingerprint", LargeBinary, nullable=False),
+    Column("refusal_code", Text, nullable=True),
+    Column("refusal_field", Text, nullable=True),
+    Column("refusal_message", Text, nullable=True),
+    _ts("created_at", default=True),
+    PrimaryKeyConstraint("initiator", "idempotency_key"),
+)
+
+lots = Table(
+    "lots",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("wallet_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("entry_id", BigInteger, ForeignKey("entries.id"), nullable=False),
+    Column("original", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    _ts("earned_at"),
+    _ts("expires_at", nullable=True),
+    CheckConstraint("original > 0", name="original"),
+    CheckConstraint("remaining >= 0 AND remaining <= original", name="remaining"),
+)
+Index(
+    "ix_lots_open",
+    lots.c.wallet_id,
+    lots.c.expires_at,
+    lots.c.id,
+    postgresql_where=lots.c.remaining > 0,
+)
+Index(
+    "ix_lots_expiring",
+    lots.c.expires_at,
+    postgresql_where=(lots.c.remaining > 0) & lots.c.expires_at.isnot(None),
+)
+Index("ix_lots_entry", lots.c.entry_id)
+
+lot_moves = Table(
+    "lot_moves",
+    metadata,
+    Column("entry_id", BigInteger, ForeignKey("entries.id"), nullable=False),
+    Column("lot_id", BigInteger, ForeignKey("lots.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    PrimaryKeyConstraint("entry_id", "lot_id"),
+    CheckConstraint("amount <> 0", name="nonzero"),
+)
+Index("ix_lot_moves_lot", lot_moves.c.lot_id)
+
+hub_settings = Table(
+    "hub_settings",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+    _ts("updated_at", default=True),
+    Column("updated_by", Text, nullable=False),
+)

@@ -1,0 +1,37 @@
+"""Pure checks on a drafted entry before it reaches the database."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Leg:
+    account_id: int
+    asset_id: int
+    amount: int
+
+
+def imbalances(legs: Iterable[Leg]) -> dict[int, int]:
+    """Assets whose legs do not sum to zero, with their sums (empty: balanced)."""
+    totals: dict[int, int] = defaultdict(int)
+    for leg in legs:
+        totals[leg.asset_id] += leg.amount
+    return {asset: total for asset, total in totals.items() if total != 0}
+
+
+def merge_legs(legs: Iterable[Leg]) -> list[Leg]:
+    """Combine legs on the same account, drop zero legs, order by account id.
+
+    The order is the lock order of hot balance rows, which keeps writers deadlock-free.
+    """
+    merged: dict[tuple[int, int], int] = defaultdict(int)
+    for leg in legs:
+        merged[(leg.account_id, leg.asset_id)] += leg.amount
+    return [
+        Leg(account, asset, amount)
+        for (account, asset), amount in sorted(merged.items())
+        if amount != 0
+    ]

@@ -1,0 +1,383 @@
+"""Earn, redeem and adjust (spec operations 1, 2 and 6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from exchange.domain import errors
+from exchange.domain.entries import Leg
+from exchange.domain.errors import Forbidden, Refusal
+from exchange.domain.lots import allocate, credit_split
+from exchange.domain.money import (
+    AmountError,
+    check_points,
+    floor_points_for_value,
+    micro_to_decimal,
+    rate_to_text,
+)
+from exchange.ledger import engine
+from exchange.ledger.accounts import (
+    Currency,
+    currency_by_code,
+    issuer_liability_micro,
+    settlement_account,
+    settlement_asset,
+    wallet,
+)
+from exchange.ledger.engine import Conn, EntryDraft, NewLot
+from exchange.services.actors import ADMIN, Actor
+from exchange.services.expiry import expire_overdue
+from exchange.services.tx import Claim, Outcome, Pool, idempotent
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What a redemption actually took, for points-plus-cash checkouts."""
+
+    points: int
+    value_micro: int
+    cash_due_micro: int
+
+
+def check_points_field(n: int, field: str = "points") -> None:
+    try:
+        check_points(n)
+    except AmountError as exc:
+        raise Refusal(exc.code, exc.message, field) from exc
+
+
+async def usable_currency(conn: Conn, code: str, at: datetime, *, issuing: bool) -> Currency:
+    """The currency ``code``; refused when unknown, or (when issuing) inactive."""
+    currency = await currency_by_code(conn, code, at)
+    if currency is None:
+        raise Refusal(errors.UNKNOWN_CURRENCY, f"no currency {code!r}", "currency")
+    if currency.rate is None:
+        raise Refusal(errors.CURRENCY_INACTIVE, f"{code} has no rate in force yet", "currency")
+    if issuing and not (currency.active and currency.issuer_active):
+        raise Refusal(errors.CURRENCY_INACTIVE, f"{code} is not issuing points", "currency")
+    return currency
+
+
+async def check_exposure(conn: Conn, currency: Currency, adding_micro: int, at: datetime) -> None:
+    limit = currency.issuer_exposure_limit_micro
+    if limit is None:
+        return
+    liability = await issuer_liability_micro(conn, currency.issuer_id, at)
+    if liability + adding_micro > limit:
+        raise Refusal(
+            errors.EXPOSURE_LIMIT,
+            f"{currency.issuer_code}'s outstanding liability would exceed its exposure limit"
+            f" of {micro_to_decimal(limit)}",
+            "points",
+        )
+
+
+async def credit_wallet(
+    conn: Conn, member_id: int, currency: Currency, n: int
+) -> tuple[int, NewLot]:
+    """Create-or-lock the member's wallet and plan the lot an ``n``-point credit opens."""
+    wallet_id = await wallet(conn, member_id, currency.id, create=True)
+    assert wallet_id is not None
+    balances = await engine.lock_wallets(conn, [wallet_id])
+    repay, _ = credit_split(balances[wallet_id], n)
+    return wallet_id, NewLot(wallet_id, n, None, repays_debt=repay)
+
+
+async def debit_wallet(
+    conn: Conn, member_id: int, currency: Currency, n: int, now: datetime
+) -> tuple[int, list[tuple[int, int]]]:
+    """Lock the member's wallet in ``currency`` and plan an ``n``-point debit of it."""
+    wallet_id = await wallet(conn, member_id, currency.id, create=False)
+    if wallet_id is None:
+        raise Refusal(errors.INSUFFICIENT_POINTS, f"no {currency.code} points to spend", "points")
+    balance = (await engine.lock_wallets(conn, [wallet_id]))[wallet_id]
+    moves = await plan_debit(conn, wallet_id, balance, member_id, currency, n, now)
+    return wallet_id, moves
+
+
+async def plan_debit(
+    conn: Conn,
+    wallet_id: int,
+    balance: int,
+    member_id: int,
+    currency: Currency,
+    n: int,
+    now: datetime,
+) -> list[tuple[int, int]]:
+    """Check ``n`` points are available in a locked wallet and plan the lot moves.
+
+    Refuses with ``INSUFFICIENT_POINTS`` before writing anything; otherwise expires the
+    wallet's overdue lots first and takes ``n`` points soonest-expiring first.
+    """
+    lots = await engine.open_lots(conn, wallet_id)
+    live = [lot for lot in lots if lot.expires_at is None or lot.expires_at > now]
+    available = sum(lot.remaining for lot in live) if balance >= 0 else 0
+    if available < n:
+        raise Refusal(
+            errors.INSUFFICIENT_POINTS,
+            f"{n} {currency.code} points asked, {available} available",
+            "points",
+        )
+    await expire_overdue(
+        conn,
+        wallet_id=wallet_id,
+        member_id=member_id,
+        currency_id=currency.id,
+        lots=lots,
+        now=now,
+    )
+    taken = allocate(live, n)
+    assert sum(t for _, t in taken) == n
+    return [(lot_id, -t) for lot_id, t in taken]
+
+
+def _rates(*currencies: Currency) -> dict[str, str]:
+    return {c.code: rate_to_text(c.rate) for c in currencies if c.rate is not None}
+
+
+async def earn(
+    pool: Pool,
+    actor: Actor,
+    *,
+    member_id: int,
+    currency_code: str,
+    points: int,
+    idempotency_key: str,
+    details: dict[str, Any] | None = None,
+) -> Outcome:
+    """Merchant ``actor`` awards ``points`` of a currency to a member.
+
+    When the awarding merchant is not the issuer it buys the points: it owes the issuer
+    their value at the current rate.
+    """
+    if not actor.is_merchant:
+        raise Forbidden("only a merchant awards points")
+    check_points_field(points)
+    merchant_id = actor.merchant_id
+    assert merchant_id is not None
+    extra = details or {}
+    request = {"member": member_id, "currency": currency_code, "points": points, **extra}
+
+    async def body(conn: Conn, claim: Claim) -> int:
+        now = datetime.now(UTC)
+        currency = await usable_currency(conn, currency_code, now, issuing=True)
+        v = currency.value(points)
+        await check_exposure(conn, currency, v, now)
+        wallet_id, lot = await credit_wallet(conn, member_id, currency, points)
+        lot = NewLot(lot.wallet_id, lot.amount, currency.expiry.expires_at(now), lot.repays_debt)
+        legs = [
+            Leg(currency.outstanding_id, currency.id, -points),
+            Leg(wallet_id, currency.id, points),
+        ]
+        if merchant_id != currency.issuer_id:
+            asset = await settlement_asset(conn)
+            payer = await settlement_account(conn, merchant_id)
+            legs += [Leg(payer, asset.id, -v), Leg(currency.issuer_settlement_id, asset.id, v)]
+        posted = await engine.post(
+            conn,
+            EntryDraft(
+                kind="earn",
+                initiator=claim.initiator,
+                idempotency_key=claim.key,
+                fingerprint=claim.fingerprint,
+                effective_at=now,
+                legs=legs,
+                merchant_id=merchant_id,
+                member_id=member_id,
+                rates=_rates(currency),
+                details={
+                    "currency": currency.code,
+                    "points": points,
+                    "value": micro_to_decimal(v),
+                    **extra,
+                },
+                new_lots=[lot],
+            ),
+        )
+        return posted.entry_id
+
+    return await idempotent(
+        pool,
+        initiator=actor.initiator,
+        key=idempotency_key,
+        operation="earn",
+        request=request,
+        body=body,
+    )
+
+
+async def redeem(
+    pool: Pool,
+    actor: Actor,
+    *,
+    member_id: int,
+    currency_code: str,
+    points: int,
+    idempotency_key: str,
+    order_total_micro: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> Outcome:
+    """A member spends points at merchant ``actor`` (goods, a discount, or points + cash).
+
+    With ``order_total_micro`` the redemption covers at most the order: it takes the
+    points needed (never more than ``points``) and records the cash still due. When the
+    accepting merchant is not the issuer, the issuer reimburses it the points' value.
+    """
+    if not actor.is_merchant:
+        raise Forbidden("only a merchant accepts points")
+    check_points_field(points)
+    if order_total_micro is not None and order_total_micro <= 0:
+        raise Refusal(errors.INVALID_AMOUNT, "orderTotal must be greater than zero", "orderTotal")
+    merchant_id = actor.merchant_id
+    assert merchant_id is not None
+    extra = details or {}
+    request = {
+        "member": member_id,
+        "currency": currency_code,
+        "points": points,
+        "orderTotal": order_total_micro,
+        **extra,
+    }
+
+    async def body(conn: Conn, claim: Claim) -> int:
+        now = datetime.now(UTC)
+        currency = await usable_currency(conn, currency_code, now, issuing=False)
+        n = points
+        cash_due = 0
+        if order_total_micro is not None:
+            assert currency.rate is not None
+            needed = floor_points_for_value(order_total_micro, currency.rate, currency.scale)
+            if currency.value(needed) < order_total_micro:
+                needed += 1  # the last point covers the rest of the order
+            n = min(points, needed)
+            cash_due = max(0, order_total_micro - currency.value(n))
+        v = currency.value(n)
+        wallet_id, moves = await debit_wallet(conn, member_id, currency, n, now)
+        legs = [Leg(wallet_id, currency.id, -n), Leg(currency.outstanding_id, currency.id, n)]
+        if merchant_id != currency.issuer_id:
+            asset = await settlement_asset(conn)
+            payee = await settlement_account(conn, merchant_id)
+            legs += [Leg(currency.issuer_settlement_id, asset.id, -v), Leg(payee, asset.id, v)]
+        info: dict[str, Any] = {
+            "currency": currency.code,
+            "points": n,
+            "value": micro_to_decimal(v),
+            **extra,
+        }
+        if order_total_micro is not None:
+            info["orderTotal"] = micro_to_decimal(order_total_micro)
+            info["cashDue"] = micro_to_decimal(cash_due)
+        posted = await engine.post(
+            conn,
+            EntryDraft(
+                kind="redeem",
+                initiator=claim.initiator,
+                idempotency_key=claim.key,
+                fingerprint=claim.fingerprint,
+                effective_at=now,
+                legs=legs,
+                merchant_id=merchant_id,
+                member_id=member_id,
+                rates=_rates(currency),
+                details=info,
+                lot_moves=moves,
+            ),
+        )
+        return posted.entry_id
+
+    return await idempotent(
+        pool,
+        initiator=actor.initiator,
+        key=idempotency_key,
+        operation="redeem",
+        request=request,
+        body=body,
+    )
+
+
+async def adjust(
+    pool: Pool,
+    actor: Actor,
+    *,
+    member_id: int,
+    currency_code: str,
+    points: int,
+    reason: str,
+    idempotency_key: str,
+) -> Outcome:
+    """A goodwill grant (``points`` > 0) or a correction (< 0), with a reason.
+
+    The issuer adjusts its own currency with no settlement flow. The hub (admin) may adjust
+    any currency: it then pays the issuer the value from its fee revenue (or is paid back).
+    """
+    if actor.role not in (ADMIN,) and not actor.is_merchant:
+        raise Forbidden("only the issuer or the hub adjusts points")
+    if points == 0:
+        raise Refusal(errors.INVALID_AMOUNT, "an adjustment moves a non-zero amount", "points")
+    check_points_field(abs(points))
+    reason = reason.strip()
+    if not 1 <= len(reason) <= 500 or not reason.isprintable():
+        raise Refusal("INVALID_REASON", "a reason of 1 to 500 printable characters", "reason")
+    request = {"member": member_id, "currency": currency_code, "points": points, "reason": reason}
+
+    async def body(conn: Conn, claim: Claim) -> int:
+        now = datetime.now(UTC)
+        currency = await usable_currency(conn, currency_code, now, issuing=points > 0)
+        if actor.is_merchant and actor.merchant_id != currency.issuer_id:
+            raise Refusal("FORBIDDEN", "a merchant adjusts only its own currency", "currency")
+        n = abs(points)
+        v = currency.value(n)
+        lots: list[NewLot] = []
+        moves: list[tuple[int, int]] = []
+        if points > 0:
+            wallet_id, lot = await credit_wallet(conn, member_id, currency, n)
+            lots = [NewLot(wallet_id, n, currency.expiry.expires_at(now), lot.repays_debt)]
+            sign = 1
+        else:
+            wallet_id, moves = await debit_wallet(conn, member_id, currency, n, now)
+            sign = -1
+        legs = [
+            Leg(currency.outstanding_id, currency.id, -sign * n),
+            Leg(wallet_id, currency.id, sign * n),
+        ]
+        if actor.role == ADMIN:
+            asset = await settlement_asset(conn)
+            legs += [
+                Leg(asset.fees_id, asset.id, -sign * v),
+                Leg(currency.issuer_settlement_id, asset.id, sign * v),
+            ]
+        posted = await engine.post(
+            conn,
+            EntryDraft(
+                kind="adjust",
+                initiator=claim.initiator,
+                idempotency_key=claim.key,
+                fingerprint=claim.fingerprint,
+                effective_at=now,
+                legs=legs,
+                merchant_id=currency.issuer_id,
+                member_id=member_id,
+                rates=_rates(currency),
+                details={
+                    "currency": currency.code,
+                    "points": points,
+                    "value": micro_to_decimal(v),
+                    "reason": reason,
+                    "by": actor.role,
+                },
+                new_lots=lots,
+                lot_moves=moves,
+            ),
+        )
+        return posted.entry_id
+
+    return await idempotent(
+        pool,
+        initiator=actor.initiator,
+        key=idempotency_key,
+        operation="adjust",
+        request=request,
+        body=body,
+    )
