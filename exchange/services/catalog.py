@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from psycopg import errors as pg_errors
@@ -20,6 +20,7 @@ from exchange.ledger.accounts import (
     create_account,
 )
 from exchange.ledger.engine import Conn
+from exchange.services import clock
 from exchange.services.actors import ADMIN, Actor
 from exchange.services.tx import Pool, transaction
 
@@ -156,7 +157,7 @@ async def register_currency(
         await conn.execute(
             "INSERT INTO rates (currency_id, effective_at, rate, recorded_by)"
             " VALUES (%s, %s, %s, %s)",
-            (currency_id, datetime.now(UTC), rate, actor.initiator),
+            (currency_id, clock.now(), rate, actor.initiator),
         )
         return currency_id
 
@@ -178,7 +179,7 @@ async def set_rate(
         check_rate(rate)
     except AmountError as exc:
         raise Refusal(exc.code, exc.message, "rate") from exc
-    now = datetime.now(UTC)
+    now = clock.now()
     at = now if effective_at is None else effective_at
     if at.tzinfo is None:
         raise Refusal("INVALID_TIME", "effectiveAt needs a time zone", "effectiveAt")

@@ -7,7 +7,7 @@ time (``Settings.quote_ttl_s``) and executes at most once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from exchange.domain import errors
@@ -19,6 +19,7 @@ from exchange.domain.money import AmountError, micro_to_decimal, rate_to_text
 from exchange.ledger import engine
 from exchange.ledger.accounts import currency_by_id, settlement_asset, wallet
 from exchange.ledger.engine import Conn, EntryDraft, NewLot
+from exchange.services import clock
 from exchange.services.actors import MEMBER, Actor
 from exchange.services.points import check_exposure, check_points_field, plan_debit, usable_currency
 from exchange.services.tx import Claim, Outcome, Pool, idempotent, transaction
@@ -68,7 +69,7 @@ async def create_quote(
         raise Refusal("SAME_CURRENCY", "choose two different currencies", "toCurrency")
 
     async def work(conn: Conn) -> Quote:
-        now = datetime.now(UTC)
+        now = clock.now()
         source = await usable_currency(conn, from_code, now, issuing=False)
         target = await usable_currency(conn, to_code, now, issuing=True)
         if target.id == source.id:
@@ -184,7 +185,7 @@ async def execute_quote(
     member_id = actor.member_id
 
     async def body(conn: Conn, claim: Claim) -> int:
-        now = datetime.now(UTC)
+        now = clock.now()
         found = await load_quote(conn, quote_id, member_id, lock=True)
         if found is None:
             raise NotFound("quote", "quoteId")

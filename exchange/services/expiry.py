@@ -10,7 +10,7 @@ before they spend, so an expiry racing a redemption never spends a point twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from exchange.domain.entries import Leg
 from exchange.domain.lots import OpenLot
@@ -18,6 +18,7 @@ from exchange.ledger import engine
 from exchange.ledger.accounts import currency_by_id
 from exchange.ledger.engine import Conn, EntryDraft
 from exchange.ledger.idempotency import fingerprint
+from exchange.services import clock
 from exchange.services.actors import SYSTEM_EXPIRY
 from exchange.services.tx import Pool, transaction
 
@@ -88,7 +89,7 @@ async def expire_overdue(
 
 async def sweep(pool: Pool, *, now: datetime | None = None, limit: int = 1000) -> SweepResult:
     """Expire up to ``limit`` overdue lots, one short transaction per wallet."""
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT DISTINCT l.wallet_id, a.member_id, a.asset_id FROM lots l"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from exchange.domain import errors
@@ -27,6 +27,7 @@ from exchange.ledger.accounts import (
     wallet,
 )
 from exchange.ledger.engine import Conn, EntryDraft, NewLot
+from exchange.services import clock
 from exchange.services.actors import ADMIN, Actor
 from exchange.services.expiry import expire_overdue
 from exchange.services.tx import Claim, Outcome, Pool, idempotent
@@ -137,6 +138,59 @@ def _rates(*currencies: Currency) -> dict[str, str]:
     return {c.code: rate_to_text(c.rate) for c in currencies if c.rate is not None}
 
 
+async def post_earn(
+    conn: Conn,
+    claim: Claim,
+    *,
+    merchant_id: int,
+    member_id: int,
+    currency: Currency,
+    points: int,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Post an earn of ``points`` (already decided) in the caller's transaction.
+
+    Shared by :func:`earn` and the rule-based earns of :mod:`exchange.services.rules`, which
+    decide the points inside the same transaction (caps).
+    """
+    extra = details or {}
+    v = currency.value(points)
+    await check_exposure(conn, currency, v, now)
+    wallet_id, lot = await credit_wallet(conn, member_id, currency, points)
+    lot = NewLot(lot.wallet_id, lot.amount, currency.expiry.expires_at(now), lot.repays_debt)
+    legs = [
+        Leg(currency.outstanding_id, currency.id, -points),
+        Leg(wallet_id, currency.id, points),
+    ]
+    if merchant_id != currency.issuer_id:
+        asset = await settlement_asset(conn)
+        payer = await settlement_account(conn, merchant_id)
+        legs += [Leg(payer, asset.id, -v), Leg(currency.issuer_settlement_id, asset.id, v)]
+    posted = await engine.post(
+        conn,
+        EntryDraft(
+            kind="earn",
+            initiator=claim.initiator,
+            idempotency_key=claim.key,
+            fingerprint=claim.fingerprint,
+            effective_at=now,
+            legs=legs,
+            merchant_id=merchant_id,
+            member_id=member_id,
+            rates=_rates(currency),
+            details={
+                "currency": currency.code,
+                "points": points,
+                "value": micro_to_decimal(v),
+                **extra,
+            },
+            new_lots=[lot],
+        ),
+    )
+    return posted.entry_id
+
+
 async def earn(
     pool: Pool,
     actor: Actor,
@@ -161,42 +215,18 @@ async def earn(
     request = {"member": member_id, "currency": currency_code, "points": points, **extra}
 
     async def body(conn: Conn, claim: Claim) -> int:
-        now = datetime.now(UTC)
+        now = clock.now()
         currency = await usable_currency(conn, currency_code, now, issuing=True)
-        v = currency.value(points)
-        await check_exposure(conn, currency, v, now)
-        wallet_id, lot = await credit_wallet(conn, member_id, currency, points)
-        lot = NewLot(lot.wallet_id, lot.amount, currency.expiry.expires_at(now), lot.repays_debt)
-        legs = [
-            Leg(currency.outstanding_id, currency.id, -points),
-            Leg(wallet_id, currency.id, points),
-        ]
-        if merchant_id != currency.issuer_id:
-            asset = await settlement_asset(conn)
-            payer = await settlement_account(conn, merchant_id)
-            legs += [Leg(payer, asset.id, -v), Leg(currency.issuer_settlement_id, asset.id, v)]
-        posted = await engine.post(
+        return await post_earn(
             conn,
-            EntryDraft(
-                kind="earn",
-                initiator=claim.initiator,
-                idempotency_key=claim.key,
-                fingerprint=claim.fingerprint,
-                effective_at=now,
-                legs=legs,
-                merchant_id=merchant_id,
-                member_id=member_id,
-                rates=_rates(currency),
-                details={
-                    "currency": currency.code,
-                    "points": points,
-                    "value": micro_to_decimal(v),
-                    **extra,
-                },
-                new_lots=[lot],
-            ),
+            claim,
+            merchant_id=merchant_id,
+            member_id=member_id,
+            currency=currency,
+            points=points,
+            now=now,
+            details=extra,
         )
-        return posted.entry_id
 
     return await idempotent(
         pool,
@@ -242,7 +272,7 @@ async def redeem(
     }
 
     async def body(conn: Conn, claim: Claim) -> int:
-        now = datetime.now(UTC)
+        now = clock.now()
         currency = await usable_currency(conn, currency_code, now, issuing=False)
         n = points
         cash_due = 0
@@ -323,7 +353,7 @@ async def adjust(
     request = {"member": member_id, "currency": currency_code, "points": points, "reason": reason}
 
     async def body(conn: Conn, claim: Claim) -> int:
-        now = datetime.now(UTC)
+        now = clock.now()
         currency = await usable_currency(conn, currency_code, now, issuing=points > 0)
         if actor.is_merchant and actor.merchant_id != currency.issuer_id:
             raise Refusal("FORBIDDEN", "a merchant adjusts only its own currency", "currency")

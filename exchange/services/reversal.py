@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from exchange.domain import errors
@@ -25,6 +24,7 @@ from exchange.domain.lots import OpenLot, allocate, credit_split
 from exchange.domain.money import scale_amount
 from exchange.ledger import engine
 from exchange.ledger.engine import Conn, EntryDraft
+from exchange.services import clock
 from exchange.services.actors import ADMIN, Actor
 from exchange.services.expiry import expire_overdue
 from exchange.services.points import check_points_field
@@ -162,7 +162,7 @@ async def reverse(
     request = {"entry": entry_id, "points": points, "reason": reason}
 
     async def body(conn: Conn, claim: Claim) -> int:
-        now = datetime.now(UTC)
+        now = clock.now()
         original = await _load_original(conn, entry_id)
         if original is None or (actor.role != ADMIN and original.initiator != actor.initiator):
             raise NotFound("entry", "entryId")

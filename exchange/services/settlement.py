@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from exchange.domain import errors
 from exchange.domain.entries import Leg
 from exchange.domain.errors import Forbidden, Refusal
@@ -11,6 +9,7 @@ from exchange.domain.money import MAX_POINTS, micro_to_decimal
 from exchange.ledger import engine
 from exchange.ledger.accounts import settlement_account, settlement_asset
 from exchange.ledger.engine import Conn, EntryDraft
+from exchange.services import clock
 from exchange.services.actors import ADMIN, FINANCE, Actor
 from exchange.services.tx import Claim, Outcome, Pool, idempotent
 
@@ -67,7 +66,7 @@ async def settle(
                 initiator=claim.initiator,
                 idempotency_key=claim.key,
                 fingerprint=claim.fingerprint,
-                effective_at=datetime.now(UTC),
+                effective_at=clock.now(),
                 legs=[
                     Leg(account, asset.id, sign * amount_micro),
                     Leg(asset.clearing_id, asset.id, -sign * amount_micro),
