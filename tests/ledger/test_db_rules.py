@@ -47,7 +47,7 @@ def _new_entry(conn: psycopg.Connection[object], kind: str = "adjust") -> int:
 def _refused(url: str, statements: list[tuple[str, tuple[object, ...]]], state: str) -> None:
     """Run the statements and commit; the database must refuse with SQLSTATE ``state``."""
     with psycopg.connect(url) as conn:
-        with pytest.raises(psycopg.Error) as exc:
+        with pytest.raises(psycopg.Error) as exc:  # noqa: PT012 - refused at any statement
             for sql, params in statements:
                 conn.execute(sql, params)
             conn.commit()
