@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
@@ -19,6 +20,7 @@ from exchange.api.graphql_app import create_graphql_app
 from exchange.config import ConfigError, Settings, load_settings
 from exchange.db.migrate import head_revision
 from exchange.db.pool import create_pool
+from exchange.services.catalog import bootstrap
 
 READINESS_TIMEOUT_S = 2.0
 
@@ -136,12 +138,26 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+async def _bootstrap(pool: Any, settings: Settings) -> None:
+    """Create the settlement currency and the hub's accounts when the schema is there.
+
+    Idempotent and safe with several workers starting at once. On a database that is not
+    migrated yet nothing is done: ``/readyz`` reports it.
+    """
+    try:
+        async with pool.connection() as conn:
+            await bootstrap(conn, settings.settlement_currency, settings.balance_stripes)
+    except psycopg.errors.UndefinedTable:
+        return
+
+
 def create_app(settings: Settings, database_url: str) -> Starlette:
     """The hub's ASGI app; the lifespan opens the connection pool on ``database_url``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.pool = await create_pool(database_url, settings)
+        await _bootstrap(app.state.pool, settings)
         try:
             yield
         finally:

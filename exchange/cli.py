@@ -293,9 +293,7 @@ def _configure_export_schema(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", type=Path, default=None, help="write to this file")
 
 
-@command(
-    "export-schema", help="print the GraphQL schema (SDL)", configure=_configure_export_schema
-)
+@command("export-schema", help="print the GraphQL schema (SDL)", configure=_configure_export_schema)
 def export_schema(args: argparse.Namespace) -> int:
     from exchange.api.schema import schema
 

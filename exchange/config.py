@@ -17,6 +17,7 @@ from typing import Any
 import platformdirs
 
 ENV_PREFIX = "EXCHANGE_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 class ConfigError(ValueError):
@@ -81,6 +82,8 @@ class Settings:
             raise ConfigError("EXCHANGE_BALANCE_STRIPES must be between 1 and 256")
         if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
             raise ConfigError("EXCHANGE_POOL_MIN_SIZE must be >= 1 and <= EXCHANGE_POOL_MAX_SIZE")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"EXCHANGE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         return self
 
     def with_overrides(self, **overrides: Any) -> Settings:

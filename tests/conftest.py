@@ -17,9 +17,11 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -86,11 +88,21 @@ def pg_server_url() -> Iterator[str]:
         return
     root = Path(tempfile.mkdtemp(prefix="exchange-test-"))
     server = EmbeddedPostgres(root / "pg")
+    # A terminated test run still stops its server: SIGTERM unwinds like Ctrl-C.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield server.start()
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ PostgreSQL refuses to run as root: as root, the server runs as the system user
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -160,8 +161,7 @@ def _system_user() -> pwd.struct_passwd:
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         raise EmbeddedPostgresError(
-            f"cannot create the system user {SYSTEM_USER!r} to run PostgreSQL as: "
-            f"{detail.strip()}"
+            f"cannot create the system user {SYSTEM_USER!r} to run PostgreSQL as: {detail.strip()}"
         ) from exc
     return pwd.getpwnam(SYSTEM_USER)
 
@@ -234,8 +234,9 @@ class EmbeddedPostgres:
     def stop(self, *, force: bool = False) -> None:
         """Stop the server if this object started it (or ``force``); otherwise only forget it."""
         owned, self._owned = self._owned, False
-        self._socket_dir = None
-        if not (owned or force) or _read_postmaster_pid(self.data_dir) is None:
+        socket_dir, self._socket_dir = self._socket_dir, None
+        server = _read_postmaster_pid(self.data_dir)
+        if not (owned or force) or server is None:
             return
         if self._user is None and os.geteuid() == 0:
             self._user = _system_user()
@@ -245,6 +246,14 @@ class EmbeddedPostgres:
         )
         if result.returncode != 0 and _read_postmaster_pid(self.data_dir) is not None:
             raise self._error(f"could not stop PostgreSQL in {self.data_dir}", result.output)
+        # pg_ctl returns once postmaster.pid is gone; the process itself exits just after.
+        deadline = time.monotonic() + 10
+        while _pid_alive(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        fallback = server.socket_dir if socket_dir is None else socket_dir
+        if fallback != self.data_dir and fallback.name.startswith("exchange-pg-"):
+            with contextlib.suppress(OSError):
+                fallback.rmdir()  # the short socket directory under /tmp, now empty
 
     def url(self, database: str) -> str:
         """A libpq URL for ``database`` on the running server."""

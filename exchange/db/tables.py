@@ -15,8 +15,10 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -315,3 +317,101 @@ hub_settings = Table(
     _ts("updated_at", default=True),
     Column("updated_by", Text, nullable=False),
 )
+
+
+# --- Earning rules and member links -----------------------------------------------------------
+#
+# Earning rules belong to a point currency and are written by its issuer; every merchant that
+# awards the currency by rules uses them. ``params`` holds the rule's parameters with points
+# as integers of the currency's smallest unit and exact decimals (unit amounts, factors) as
+# strings.
+#
+# Caps are enforced with ``earn_tallies``: one row per member, currency, period kind and
+# local period start, holding the points awarded by rules in that period. A rule-based earn
+# locks its member's day and month rows (``FOR UPDATE``, day before month) before it reads
+# them, evaluates the rules and adds what it awarded in the same transaction as the ledger
+# entry, so concurrent earns of one member queue on those rows and no cap is ever exceeded.
+#
+# ``rule_awards`` keeps every rule-based decision under its idempotency key, including the
+# ones that awarded nothing (no entry), so a retry replays the same answer.
+#
+# ``link_codes`` are a member's one-time codes (stored hashed) that let another merchant
+# link its own customer reference to the same member.
+
+earning_rules = Table(
+    "earning_rules",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("currency_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("params", JSONB, nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    _ts("created_at", default=True),
+    Column("created_by", Text, nullable=False),
+    _ts("updated_at", nullable=True),
+    Column("updated_by", Text, nullable=True),
+    CheckConstraint("kind IN ('spend', 'action', 'multiplier', 'cap')", name="kind"),
+    CheckConstraint("jsonb_typeof(params) = 'object'", name="params"),
+)
+Index("ix_earning_rules_currency", earning_rules.c.currency_id, earning_rules.c.id)
+
+earn_tallies = Table(
+    "earn_tallies",
+    metadata,
+    Column("member_id", BigInteger, ForeignKey("members.id"), nullable=False),
+    Column("currency_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("period", Text, nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("points", BigInteger, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("member_id", "currency_id", "period", "period_start"),
+    CheckConstraint("period IN ('day', 'month')", name="period"),
+    CheckConstraint("points >= 0", name="points"),
+)
+
+rule_awards = Table(
+    "rule_awards",
+    metadata,
+    Column("initiator", Text, nullable=False),
+    Column("idempotency_key", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("merchant_id", BigInteger, ForeignKey("merchants.id"), nullable=False),
+    Column("member_id", BigInteger, ForeignKey("members.id"), nullable=False),
+    Column("currency_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("amount_spent", Numeric, nullable=True),
+    Column("order_ref", Text, nullable=True),
+    Column("action", Text, nullable=True),
+    Column("points", BigInteger, nullable=False),
+    Column("applied", JSONB, nullable=False),
+    Column("capped_by", BigInteger, ForeignKey("earning_rules.id"), nullable=True),
+    Column("entry_id", BigInteger, ForeignKey("entries.id"), nullable=True),
+    _ts("created_at", default=True),
+    PrimaryKeyConstraint("initiator", "idempotency_key"),
+    ForeignKeyConstraint(
+        ["initiator", "idempotency_key"],
+        ["requests.initiator", "requests.idempotency_key"],
+        name="fk_rule_awards_request",
+    ),
+    CheckConstraint("kind IN ('purchase', 'action')", name="kind"),
+    CheckConstraint("(points > 0) = (entry_id IS NOT NULL) AND points >= 0", name="entry"),
+    CheckConstraint(
+        "(kind = 'purchase') = (amount_spent IS NOT NULL)"
+        " AND (kind = 'action') = (action IS NOT NULL)",
+        name="subject",
+    ),
+)
+Index("ix_rule_awards_entry", rule_awards.c.entry_id)
+
+link_codes = Table(
+    "link_codes",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("code_hash", LargeBinary, nullable=False, unique=True),
+    Column("member_id", BigInteger, ForeignKey("members.id"), nullable=False),
+    _ts("created_at", default=True),
+    _ts("expires_at"),
+    _ts("used_at", nullable=True),
+    Column("used_by_merchant_id", BigInteger, ForeignKey("merchants.id"), nullable=True),
+    CheckConstraint("(used_at IS NULL) = (used_by_merchant_id IS NULL)", name="used"),
+)
+Index("ix_link_codes_member", link_codes.c.member_id)

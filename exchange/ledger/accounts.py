@@ -7,6 +7,7 @@ locked as a whole: their balance is the sum of the stripes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -90,6 +91,12 @@ async def currency_by_code(conn: Conn, code: str, at: datetime) -> Currency | No
     cur = await conn.execute(_CURRENCY_SQL.format(where="c.code = %s"), (at, code))
     row = await cur.fetchone()
     return None if row is None else _currency(row)
+
+
+async def currencies_by_code(conn: Conn, codes: Sequence[str], at: datetime) -> dict[str, Currency]:
+    """The point currencies among ``codes`` (one statement), by code; unknown ones are absent."""
+    cur = await conn.execute(_CURRENCY_SQL.format(where="c.code = ANY(%s)"), (at, list(codes)))
+    return {c.code: c for c in map(_currency, await cur.fetchall())}
 
 
 async def currency_by_id(conn: Conn, currency_id: int, at: datetime) -> Currency | None:

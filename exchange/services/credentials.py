@@ -83,11 +83,17 @@ def api_key_checksum(body: str) -> str:
     return base62(zlib.crc32(body.encode("ascii")), CHECKSUM_CHARS)
 
 
+def format_api_key(random_bytes: bytes) -> str:
+    """The API key made of ``random_bytes`` (exactly 32): prefix, base62 digits, checksum."""
+    if len(random_bytes) != RANDOM_BYTES:
+        raise ValueError(f"an API key is made of {RANDOM_BYTES} random bytes")
+    body = API_KEY_PREFIX + base62(int.from_bytes(random_bytes), RANDOM_CHARS)
+    return body + api_key_checksum(body)
+
+
 def generate_api_key() -> str:
     """A new random API key in the ``exk_live_`` format."""
-    random_part = base62(int.from_bytes(random_source.token_bytes(RANDOM_BYTES)), RANDOM_CHARS)
-    body = API_KEY_PREFIX + random_part
-    return body + api_key_checksum(body)
+    return format_api_key(random_source.token_bytes(RANDOM_BYTES))
 
 
 def is_well_formed_api_key(presented: str) -> bool:

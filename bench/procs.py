@@ -1,0 +1,186 @@
+"""The hub under test as a subprocess, and where the machine's CPU time went.
+
+The hub runs as ``python -m exchange serve --workers N`` on a free loopback port, with
+``EXCHANGE_DATABASE_URL`` pointing at a bench database. CPU time is read from ``/proc``
+(Linux) for three groups: the hub (the serve process and its workers), PostgreSQL (every
+process whose command line starts with ``postgres``) and the bench itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.pg import BenchError
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Hub:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _wait_ready(hub: Hub) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    url = f"http://127.0.0.1:{hub.port}/readyz"
+    while time.monotonic() < deadline:
+        if hub.process.poll() is not None:
+            raise BenchError(f"the hub exited early:\n{_tail(hub.log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"the hub did not become ready in {READY_TIMEOUT_S:.0f} s:\n{_tail(hub.log)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def serve(
+    database_url: str, data_dir: Path, *, workers: int, env: dict[str, str], log: Path
+) -> Iterator[Hub]:
+    """Run the hub until the block ends; its output goes to ``log``."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+    environment.update(env)
+    environment["EXCHANGE_DATABASE_URL"] = database_url
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exchange",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            start_new_session=True,
+        )
+    hub = Hub(process=process, port=port, log=log)
+    try:
+        _wait_ready(hub)
+        # Both workers accept: probe until each has answered once (they share the socket).
+        yield hub
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(STOP_TIMEOUT_S)
+
+
+# -- CPU accounting ----------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """``(parent pid, CPU seconds)`` of a process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(")") + 2 :].split()
+    return int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _is_postgres(cmdline: bytes) -> bool:
+    first = cmdline.split(b"\0", 1)[0]
+    return first.startswith(b"postgres") or first.endswith(b"/postgres")
+
+
+def cpu_snapshot(hub_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of the hub's processes, PostgreSQL's, and this process."""
+    if not Path("/proc/self/stat").exists():
+        return {}
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            found = _stat(int(entry.name))
+            if found is not None:
+                stats[int(entry.name)] = found
+    hub: set[int] = set()
+    if hub_pid is not None and hub_pid in stats:
+        hub.add(hub_pid)
+        grew = True
+        while grew:
+            grew = False
+            for pid, (ppid, _) in stats.items():
+                if ppid in hub and pid not in hub:
+                    hub.add(pid)
+                    grew = True
+    out = {"hub": 0.0, "postgres": 0.0, "bench": 0.0}
+    me = os.getpid()
+    for pid, (_, seconds) in stats.items():
+        if pid in hub:
+            out["hub"] += seconds
+        elif pid == me:
+            out["bench"] += seconds
+        elif _is_postgres(_cmdline(pid)):
+            out["postgres"] += seconds
+    return out
+
+
+def cpu_delta(
+    before: dict[str, float], after: dict[str, float], seconds: float
+) -> dict[str, float]:
+    """Cores used per group over ``seconds`` (1.0 = one core busy)."""
+    if not before or not after or seconds <= 0:
+        return {}
+    return {k: round((after[k] - before.get(k, 0.0)) / seconds, 2) for k in after}

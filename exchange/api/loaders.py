@@ -1,0 +1,308 @@
+"""Batched, per-request reads: DataLoaders and the row types resolvers build nodes from.
+
+Every loader turns the keys asked for in one tick of the event loop into a single SQL
+statement, so a page of 100 entries costs the same number of statements as a page of 10.
+Loaders are created per request (:class:`Loaders` is built in the context) and each is
+made on first use.
+
+Reads run on a pooled connection in autocommit mode (:func:`reading`): one round trip per
+statement, no ``BEGIN``/``COMMIT`` around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from exchange.ledger.engine import Conn
+from exchange.services.tx import Pool
+
+
+@contextlib.asynccontextmanager
+async def reading(pool: Pool) -> AsyncIterator[Conn]:
+    """A pooled connection for reads, in autocommit mode while it is borrowed."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            await conn.set_autocommit(False)
+
+
+async def fetch_all(pool: Pool, query: str, params: Sequence[Any] | None = None) -> list[Any]:
+    """Run one read statement and return its rows."""
+    async with reading(pool) as conn:
+        cur = await conn.execute(query, params)
+        return await cur.fetchall()
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurrencyRow:
+    id: int
+    code: str
+    name: str
+    kind: str
+    issuer_id: int | None
+    scale: int
+    expiry_kind: str
+    expiry_param: int | None
+    active: bool
+    rate: Decimal | None
+    """The rate in force now (``None`` before the first rate takes effect)."""
+    rate_since: datetime | None
+
+
+CURRENCY_COLUMNS = """
+c.id, c.code, c.name, c.kind, c.issuer_id, c.scale, c.expiry_kind, c.expiry_param, c.active,
+r.rate, r.effective_at
+"""
+
+CURRENT_RATE_JOIN = """
+LEFT JOIN LATERAL (
+    SELECT rt.rate, rt.effective_at FROM rates rt
+     WHERE rt.currency_id = c.id AND rt.effective_at <= now()
+     ORDER BY rt.effective_at DESC LIMIT 1
+) r ON true
+"""
+
+
+def currency_row(row: Sequence[Any], offset: int = 0) -> CurrencyRow:
+    r = row[offset : offset + 11]
+    return CurrencyRow(
+        id=int(r[0]),
+        code=str(r[1]),
+        name=str(r[2]),
+        kind=str(r[3]),
+        issuer_id=None if r[4] is None else int(r[4]),
+        scale=int(r[5]),
+        expiry_kind=str(r[6]),
+        expiry_param=None if r[7] is None else int(r[7]),
+        active=bool(r[8]),
+        rate=None if r[9] is None else Decimal(r[9]),
+        rate_since=r[10],
+    )
+
+
+@dataclass(frozen=True)
+class MerchantRow:
+    id: int
+    code: str
+    name: str
+    status: str
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    id: int
+    kind: str
+    initiator: str
+    merchant_id: int | None
+    member_id: int | None
+    reverses_entry_id: int | None
+    quote_id: int | None
+    rates: dict[str, Any]
+    details: dict[str, Any]
+    effective_at: datetime
+    recorded_at: datetime
+
+
+ENTRY_COLUMNS = """
+e.id, e.kind, e.initiator, e.merchant_id, e.member_id, e.reverses_entry_id, e.quote_id,
+e.rates, e.details, e.effective_at, e.recorded_at
+"""
+
+
+def entry_row(r: Sequence[Any]) -> EntryRow:
+    return EntryRow(
+        id=int(r[0]),
+        kind=str(r[1]),
+        initiator=str(r[2]),
+        merchant_id=None if r[3] is None else int(r[3]),
+        member_id=None if r[4] is None else int(r[4]),
+        reverses_entry_id=None if r[5] is None else int(r[5]),
+        quote_id=None if r[6] is None else int(r[6]),
+        rates=dict(r[7] or {}),
+        details=dict(r[8] or {}),
+        effective_at=r[9],
+        recorded_at=r[10],
+    )
+
+
+@dataclass(frozen=True)
+class Movement:
+    """The net change an entry made to one of a member's wallets."""
+
+    entry_id: int
+    currency_id: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    currency: CurrencyRow
+    amount: int
+    """Points in the currency's smallest unit (negative: a points debt)."""
+
+
+WALLET_BALANCES_SQL = f"""
+SELECT a.member_id, b.amount, {CURRENCY_COLUMNS}
+  FROM accounts a
+  JOIN balances b ON b.account_id = a.id
+  JOIN currencies c ON c.id = a.asset_id
+  {CURRENT_RATE_JOIN}
+ WHERE a.kind = 'wallet' AND a.member_id = ANY(%s)
+ ORDER BY a.member_id, c.code
+"""
+
+
+# -- batch functions ---------------------------------------------------------------------------
+
+
+def _ordered(keys: Sequence[Any], found: dict[Any, Any]) -> list[Any]:
+    return [found.get(key) for key in keys]
+
+
+class Loaders:
+    """The request's DataLoaders (each created on first use)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def _currencies(self, ids: Sequence[int]) -> list[CurrencyRow | None]:
+        rows = await fetch_all(
+            self.pool,
+            f"SELECT {CURRENCY_COLUMNS} FROM currencies c {CURRENT_RATE_JOIN} WHERE c.id = ANY(%s)",
+            (list(ids),),
+        )
+        found = {int(r[0]): currency_row(r) for r in rows}
+        for row in found.values():
+            self.currency_by_code.prime(row.code, row)
+        return _ordered(ids, found)
+
+    async def _currencies_by_code(self, codes: Sequence[str]) -> list[CurrencyRow | None]:
+        rows = await fetch_all(
+            self.pool,
+            f"SELECT {CURRENCY_COLUMNS} FROM currencies c {CURRENT_RATE_JOIN}"
+            " WHERE c.code = ANY(%s)",
+            (list(codes),),
+        )
+        found = {str(r[1]): currency_row(r) for r in rows}
+        for row in found.values():
+            self.currency.prime(row.id, row)
+        return _ordered(codes, found)
+
+    async def _merchants(self, ids: Sequence[int]) -> list[MerchantRow | None]:
+        rows = await fetch_all(
+            self.pool,
+            "SELECT id, code, name, status FROM merchants WHERE id = ANY(%s)",
+            (list(ids),),
+        )
+        found = {int(r[0]): MerchantRow(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows}
+        return _ordered(ids, found)
+
+    async def _entries(self, ids: Sequence[int]) -> list[EntryRow | None]:
+        rows = await fetch_all(
+            self.pool, f"SELECT {ENTRY_COLUMNS} FROM entries e WHERE e.id = ANY(%s)", (list(ids),)
+        )
+        found = {int(r[0]): entry_row(r) for r in rows}
+        return _ordered(ids, found)
+
+    async def _movements(self, entry_ids: Sequence[int]) -> list[list[Movement]]:
+        rows = await fetch_all(
+            self.pool,
+            "SELECT p.entry_id, p.asset_id, sum(p.amount) FROM postings p"
+            "  JOIN accounts a ON a.id = p.account_id AND a.kind = 'wallet'"
+            " WHERE p.entry_id = ANY(%s)"
+            " GROUP BY p.entry_id, p.asset_id ORDER BY p.entry_id, p.asset_id",
+            (list(entry_ids),),
+        )
+        found: dict[int, list[Movement]] = {key: [] for key in entry_ids}
+        for entry_id, asset_id, amount in rows:
+            if int(amount) != 0:
+                found[int(entry_id)].append(Movement(int(entry_id), int(asset_id), int(amount)))
+        return [found[key] for key in entry_ids]
+
+    async def _issued(self, merchant_ids: Sequence[int]) -> list[frozenset[int]]:
+        rows = await fetch_all(
+            self.pool,
+            "SELECT issuer_id, array_agg(id) FROM currencies WHERE issuer_id = ANY(%s)"
+            " GROUP BY issuer_id",
+            (list(merchant_ids),),
+        )
+        found = {int(r[0]): frozenset(int(i) for i in r[1]) for r in rows}
+        return [found.get(key, frozenset()) for key in merchant_ids]
+
+    async def _links(self, keys: Sequence[tuple[int, int]]) -> list[str | None]:
+        merchants = [k[0] for k in keys]
+        members = [k[1] for k in keys]
+        rows = await fetch_all(
+            self.pool,
+            "SELECT l.merchant_id, l.member_id, l.customer_ref FROM member_links l"
+            "  JOIN unnest(%s::bigint[], %s::bigint[]) AS k(merchant_id, member_id)"
+            "    ON k.merchant_id = l.merchant_id AND k.member_id = l.member_id",
+            (merchants, members),
+        )
+        found = {(int(r[0]), int(r[1])): str(r[2]) for r in rows}
+        return _ordered(keys, found)
+
+    async def _wallet_balances(self, member_ids: Sequence[int]) -> list[list[BalanceRow]]:
+        rows = await fetch_all(self.pool, WALLET_BALANCES_SQL, (list(member_ids),))
+        found: dict[int, list[BalanceRow]] = {key: [] for key in member_ids}
+        for r in rows:
+            currency = currency_row(r, 2)
+            self.prime_currencies((currency,))
+            found[int(r[0])].append(BalanceRow(currency=currency, amount=int(r[1])))
+        return [found[key] for key in member_ids]
+
+    @cached_property
+    def currency(self) -> DataLoader[int, CurrencyRow | None]:
+        """Currencies by id, with the rate in force now."""
+        return DataLoader(load_fn=self._currencies)
+
+    @cached_property
+    def currency_by_code(self) -> DataLoader[str, CurrencyRow | None]:
+        return DataLoader(load_fn=self._currencies_by_code)
+
+    @cached_property
+    def merchant(self) -> DataLoader[int, MerchantRow | None]:
+        return DataLoader(load_fn=self._merchants)
+
+    @cached_property
+    def entry(self) -> DataLoader[int, EntryRow | None]:
+        """Entries by id, unfiltered: callers apply the visibility rule."""
+        return DataLoader(load_fn=self._entries)
+
+    @cached_property
+    def movements(self) -> DataLoader[int, list[Movement]]:
+        """An entry's net changes to member wallets, per currency."""
+        return DataLoader(load_fn=self._movements)
+
+    @cached_property
+    def issued_currencies(self) -> DataLoader[int, frozenset[int]]:
+        """The ids of the currencies a merchant issues."""
+        return DataLoader(load_fn=self._issued)
+
+    @cached_property
+    def customer_ref(self) -> DataLoader[tuple[int, int], str | None]:
+        """``(merchant_id, member_id)`` → the merchant's reference for that member, if linked."""
+        return DataLoader(load_fn=self._links)
+
+    @cached_property
+    def wallet_balances(self) -> DataLoader[int, list[BalanceRow]]:
+        """A member's balances in every currency, with the rates in force (one statement)."""
+        return DataLoader(load_fn=self._wallet_balances)
+
+    def prime_currencies(self, rows: Iterable[CurrencyRow]) -> None:
+        for row in rows:
+            self.currency.prime(row.id, row)
+            self.currency_by_code.prime(row.code, row)

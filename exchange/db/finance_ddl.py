@@ -1,0 +1,118 @@
+"""Database-side rules of the finance tables, installed by migration ``0003``.
+
+Kept as frozen text so that the migration states exactly what it installed.
+
+- Every finance table except ``chain_state`` is append-only: ``UPDATE``, ``DELETE`` and
+  ``TRUNCATE`` are refused with SQLSTATE ``EX004`` (the ledger's
+  ``exchange_refuse_change()``, installed by ``0001``).
+- A closed batch never changes: the rows that make up a batch (its entries, obligations,
+  positions, instructions and statements) may only be inserted by the transaction that
+  inserted the batch itself, and a block's chain entries only by the transaction that
+  sealed the block. Anything else is refused with SQLSTATE ``EX006``. (Both are checked
+  against the top-level transaction id, so the closing code writes them outside
+  savepoints.)
+"""
+
+from __future__ import annotations
+
+FINANCE_RULES_V1 = r"""
+CREATE FUNCTION exchange_batch_is_open() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM settlement_batches
+                    WHERE id = NEW.batch_id AND xmin = xid(pg_current_xact_id())) THEN
+        RAISE EXCEPTION 'settlement batch % is closed: % refused', NEW.batch_id, TG_TABLE_NAME
+            USING ERRCODE = 'EX006';
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE FUNCTION exchange_block_is_open() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM chain_blocks
+                    WHERE id = NEW.block_id AND xmin = xid(pg_current_xact_id())) THEN
+        RAISE EXCEPTION 'chain block % is sealed: % refused', NEW.block_id, TG_TABLE_NAME
+            USING ERRCODE = 'EX006';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER chain_blocks_append_only BEFORE UPDATE OR DELETE ON chain_blocks
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER chain_blocks_no_truncate BEFORE TRUNCATE ON chain_blocks
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER chain_entries_append_only BEFORE UPDATE OR DELETE ON chain_entries
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER chain_entries_no_truncate BEFORE TRUNCATE ON chain_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_batches_append_only BEFORE UPDATE OR DELETE ON settlement_batches
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_batches_no_truncate BEFORE TRUNCATE ON settlement_batches
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_batch_entries_append_only
+    BEFORE UPDATE OR DELETE ON settlement_batch_entries
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_batch_entries_no_truncate BEFORE TRUNCATE ON settlement_batch_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_obligations_append_only BEFORE UPDATE OR DELETE ON settlement_obligations
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_obligations_no_truncate BEFORE TRUNCATE ON settlement_obligations
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_positions_append_only BEFORE UPDATE OR DELETE ON settlement_positions
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_positions_no_truncate BEFORE TRUNCATE ON settlement_positions
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_instructions_append_only
+    BEFORE UPDATE OR DELETE ON settlement_instructions
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_instructions_no_truncate BEFORE TRUNCATE ON settlement_instructions
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_statements_append_only BEFORE UPDATE OR DELETE ON settlement_statements
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_statements_no_truncate BEFORE TRUNCATE ON settlement_statements
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_payments_append_only BEFORE UPDATE OR DELETE ON settlement_payments
+    FOR EACH ROW EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_payments_no_truncate BEFORE TRUNCATE ON settlement_payments
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_refuse_change();
+CREATE TRIGGER settlement_batch_entries_batch_open BEFORE INSERT ON settlement_batch_entries
+    FOR EACH ROW EXECUTE FUNCTION exchange_batch_is_open();
+CREATE TRIGGER settlement_obligations_batch_open BEFORE INSERT ON settlement_obligations
+    FOR EACH ROW EXECUTE FUNCTION exchange_batch_is_open();
+CREATE TRIGGER settlement_positions_batch_open BEFORE INSERT ON settlement_positions
+    FOR EACH ROW EXECUTE FUNCTION exchange_batch_is_open();
+CREATE TRIGGER settlement_instructions_batch_open BEFORE INSERT ON settlement_instructions
+    FOR EACH ROW EXECUTE FUNCTION exchange_batch_is_open();
+CREATE TRIGGER settlement_statements_batch_open BEFORE INSERT ON settlement_statements
+    FOR EACH ROW EXECUTE FUNCTION exchange_batch_is_open();
+CREATE TRIGGER chain_entries_block_open BEFORE INSERT ON chain_entries
+    FOR EACH ROW EXECUTE FUNCTION exchange_block_is_open();
+INSERT INTO chain_state (id) VALUES (1);
+"""
+
+DROP_FINANCE_RULES_V1 = r"""
+DROP TRIGGER IF EXISTS chain_entries_block_open ON chain_entries;
+DROP TRIGGER IF EXISTS settlement_batch_entries_batch_open ON settlement_batch_entries;
+DROP TRIGGER IF EXISTS settlement_obligations_batch_open ON settlement_obligations;
+DROP TRIGGER IF EXISTS settlement_positions_batch_open ON settlement_positions;
+DROP TRIGGER IF EXISTS settlement_instructions_batch_open ON settlement_instructions;
+DROP TRIGGER IF EXISTS settlement_statements_batch_open ON settlement_statements;
+DROP TRIGGER IF EXISTS chain_blocks_no_truncate ON chain_blocks;
+DROP TRIGGER IF EXISTS chain_blocks_append_only ON chain_blocks;
+DROP TRIGGER IF EXISTS chain_entries_no_truncate ON chain_entries;
+DROP TRIGGER IF EXISTS chain_entries_append_only ON chain_entries;
+DROP TRIGGER IF EXISTS settlement_batches_no_truncate ON settlement_batches;
+DROP TRIGGER IF EXISTS settlement_batches_append_only ON settlement_batches;
+DROP TRIGGER IF EXISTS settlement_batch_entries_no_truncate ON settlement_batch_entries;
+DROP TRIGGER IF EXISTS settlement_batch_entries_append_only ON settlement_batch_entries;
+DROP TRIGGER IF EXISTS settlement_obligations_no_truncate ON settlement_obligations;
+DROP TRIGGER IF EXISTS settlement_obligations_append_only ON settlement_obligations;
+DROP TRIGGER IF EXISTS settlement_positions_no_truncate ON settlement_positions;
+DROP TRIGGER IF EXISTS settlement_positions_append_only ON settlement_positions;
+DROP TRIGGER IF EXISTS settlement_instructions_no_truncate ON settlement_instructions;
+DROP TRIGGER IF EXISTS settlement_instructions_append_only ON settlement_instructions;
+DROP TRIGGER IF EXISTS settlement_statements_no_truncate ON settlement_statements;
+DROP TRIGGER IF EXISTS settlement_statements_append_only ON settlement_statements;
+DROP TRIGGER IF EXISTS settlement_payments_no_truncate ON settlement_payments;
+DROP TRIGGER IF EXISTS settlement_payments_append_only ON settlement_payments;
+DROP FUNCTION IF EXISTS exchange_block_is_open();
+DROP FUNCTION IF EXISTS exchange_batch_is_open();
+"""

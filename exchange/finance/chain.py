@@ -1,0 +1,208 @@
+"""The hash chain: tamper evidence for the journal, sealed in the background.
+
+Writers never touch the chain. A sealer (``exchange seal``, the app's periodic task, and
+every batch close) seals blocks of entries that have committed:
+
+- ``digest(entry) = sha256(canonical bytes of the entry, its postings, lot moves and lots)``;
+- ``hash(block) = sha256(prev_hash || digest(e1) || digest(e2) || ...)`` over the block's
+  entries in the order sealed (ascending id within a block); the first block's
+  ``prev_hash`` is 32 zero bytes.
+
+``chain_entries`` records, per entry, its block, its place in the block and its digest, so
+``exchange verify`` can say *which* entry was edited, deleted or moved.
+
+**Commit order.** Entry ids are drawn from a sequence when the row is inserted, not when
+its transaction commits, so a lower id can commit after a higher one. The sealer seals what
+its snapshot sees, whatever the id, so an entry that commits late lands in a later block:
+the chain's order is the order in which entries became visible, block by block.
+
+To avoid scanning the whole journal for unsealed entries, ``chain_state.frontier`` is an id
+at or below which every entry is sealed or will never exist. It advances with a *barrier*:
+each run records ``hi``, the sequence's last value, and the virtual transaction ids of every
+session then holding a write lock on ``entries``. Any entry with an id up to ``hi`` was
+drawn by one of those sessions (a session takes that lock before it draws an id and keeps
+it until it ends) or by one that had already finished. Once none of them is alive, a new
+snapshot sees every entry up to ``hi`` that will ever exist; after sealing them the
+frontier moves to ``hi``. (A transaction id would not do: a session gets one lazily, after
+it has drawn the entry id.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from exchange.ledger.engine import Conn
+from exchange.services.tx import Pool
+
+from .sessions import CHAIN_LOCK, exclusive, repeatable_read
+
+GENESIS = bytes(32)
+"""The ``prev_hash`` of the first block."""
+BLOCK_SIZE = 2_000
+"""The most entries one block holds; a run seals as many blocks as it needs."""
+CANON_VERSION = "entry/v1"
+
+_US = "(extract(epoch FROM {col}) * 1000000)::bigint"
+
+CANON_COLUMNS = f"""
+e.id, e.kind, e.initiator, e.idempotency_key, encode(e.fingerprint, 'hex'), e.merchant_id,
+e.member_id, e.reverses_entry_id, e.quote_id, e.rates::text, e.details::text,
+{_US.format(col="e.effective_at")}, {_US.format(col="e.recorded_at")},
+ARRAY(SELECT ARRAY[p.seq::bigint, p.account_id, p.asset_id::bigint, p.amount]
+        FROM postings p WHERE p.entry_id = e.id ORDER BY p.seq),
+ARRAY(SELECT ARRAY[lm.lot_id, lm.amount]
+        FROM lot_moves lm WHERE lm.entry_id = e.id ORDER BY lm.lot_id),
+ARRAY(SELECT ARRAY[l.id, l.wallet_id, l.original, {_US.format(col="l.earned_at")},
+                   {_US.format(col="l.expires_at")}]
+        FROM lots l WHERE l.entry_id = e.id ORDER BY l.id)
+"""
+"""The columns :func:`canonical_bytes` reads, for an ``entries e`` row."""
+CANON_WIDTH = 16
+
+_UNSEALED = """
+SELECT e.id FROM entries e
+ WHERE e.id > %s AND NOT EXISTS (SELECT 1 FROM chain_entries c WHERE c.entry_id = e.id)
+ ORDER BY e.id LIMIT %s
+"""
+
+_WRITERS = """
+SELECT coalesce(array_agg(DISTINCT l.virtualtransaction), '{}')
+  FROM pg_locks l
+ WHERE l.locktype = 'relation'
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.relation = 'entries'::regclass
+   AND l.mode = 'RowExclusiveLock'
+   AND l.pid IS DISTINCT FROM pg_backend_pid()
+"""
+
+_ALIVE = """
+SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(%s))
+"""
+
+_SEQUENCE = (
+    "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('entries', 'id')::regclass), 0)"
+)
+
+
+def canonical_bytes(row: Sequence[Any]) -> bytes:
+    """The canonical bytes of one entry, from a row of :data:`CANON_COLUMNS`."""
+    values = [CANON_VERSION, *row[:CANON_WIDTH]]
+    return json.dumps(values, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def entry_digest(row: Sequence[Any]) -> bytes:
+    return hashlib.sha256(canonical_bytes(row)).digest()
+
+
+def block_hash(prev_hash: bytes, digests: Sequence[bytes]) -> bytes:
+    """``sha256(prev_hash || digest(e1) || digest(e2) || ...)``."""
+    h = hashlib.sha256(prev_hash)
+    for digest in digests:
+        h.update(digest)
+    return h.digest()
+
+
+@dataclass(frozen=True)
+class Head:
+    """The newest block (block 0 and the genesis hash when nothing is sealed yet)."""
+
+    block: int
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class SealResult:
+    blocks: int
+    entries: int
+    head: Head
+    frontier: int
+
+
+async def head(conn: Conn) -> Head:
+    cur = await conn.execute("SELECT id, hash FROM chain_blocks ORDER BY id DESC LIMIT 1")
+    row = await cur.fetchone()
+    return Head(0, GENESIS) if row is None else Head(int(row[0]), bytes(row[1]))
+
+
+async def barrier_passed(conn: Conn) -> bool:
+    """Whether every writer recorded at the last run has ended (read outside a snapshot)."""
+    cur = await conn.execute("SELECT barrier_writers FROM chain_state WHERE id = 1")
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError("chain_state is missing: the database is not migrated")
+    writers = list(row[0])
+    if not writers:
+        return True
+    cur = await conn.execute(_ALIVE, (writers,))
+    alive = await cur.fetchone()
+    return alive is not None and not alive[0]
+
+
+async def _seal_block(conn: Conn, ids: list[int], prev: Head, sealed_by: str) -> Head:
+    cur = await conn.execute(
+        f"SELECT {CANON_COLUMNS} FROM entries e WHERE e.id = ANY(%s) ORDER BY e.id", (ids,)
+    )
+    rows = await cur.fetchall()
+    digests = [entry_digest(row) for row in rows]
+    sealed_ids = [int(row[0]) for row in rows]
+    block = Head(prev.block + 1, block_hash(prev.hash, digests))
+    await conn.execute(
+        "INSERT INTO chain_blocks (id, prev_hash, hash, entry_count, sealed_by)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (block.block, prev.hash, block.hash, len(digests), sealed_by),
+    )
+    await conn.execute(
+        "INSERT INTO chain_entries (entry_id, block_id, ord, digest)"
+        " SELECT t.entry_id, %s, t.ord, t.digest"
+        "   FROM unnest(%s::bigint[], %s::int[], %s::bytea[]) AS t(entry_id, ord, digest)",
+        (block.block, sealed_ids, list(range(len(sealed_ids))), digests),
+    )
+    return block
+
+
+async def seal_visible(conn: Conn, *, barrier_ok: bool, sealed_by: str) -> SealResult:
+    """Seal every entry the current snapshot sees and the chain does not hold yet.
+
+    Call inside a repeatable-read transaction holding :data:`CHAIN_LOCK`, with
+    ``barrier_ok`` from :func:`barrier_passed` read *before* the snapshot was taken.
+    """
+    cur = await conn.execute("SELECT frontier, barrier_hi FROM chain_state WHERE id = 1")
+    state = await cur.fetchone()
+    assert state is not None
+    frontier, barrier_hi = int(state[0]), int(state[1])
+    top = await head(conn)
+    blocks = entries = 0
+    while True:
+        cur = await conn.execute(_UNSEALED, (frontier, BLOCK_SIZE))
+        ids = [int(r[0]) for r in await cur.fetchall()]
+        if not ids:
+            break
+        top = await _seal_block(conn, ids, top, sealed_by)
+        blocks += 1
+        entries += len(ids)
+    if barrier_ok:
+        frontier = max(frontier, barrier_hi)
+    cur = await conn.execute(_SEQUENCE)
+    seq = await cur.fetchone()
+    cur = await conn.execute(_WRITERS)
+    writers = await cur.fetchone()
+    assert seq is not None
+    assert writers is not None
+    await conn.execute(
+        "UPDATE chain_state SET frontier = %s, barrier_hi = %s, barrier_writers = %s,"
+        " updated_at = now() WHERE id = 1",
+        (frontier, int(seq[0]), list(writers[0])),
+    )
+    return SealResult(blocks=blocks, entries=entries, head=top, frontier=frontier)
+
+
+async def seal(pool: Pool, *, sealed_by: str = "sealer", wait: bool = True) -> SealResult:
+    """Seal what has committed, in its own transaction (``wait=False``: skip when busy)."""
+    async with exclusive(pool, CHAIN_LOCK, wait=wait) as conn:
+        ok = await barrier_passed(conn)
+        async with repeatable_read(conn):
+            return await seal_visible(conn, barrier_ok=ok, sealed_by=sealed_by)

@@ -1,0 +1,103 @@
+"""SQL statements per request are bounded: a page of 100 entries costs what a page of 10 does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from world import World, data, gql, make_world
+
+from exchange.config import Settings
+from exchange.services.tx import Pool
+
+pytestmark = pytest.mark.anyio
+
+HISTORY = """query ($n: Int!) { wallet { history(first: $n) { edges { cursor node {
+  id kind recordedAt points value reason memo
+  currency { code rate issuer { code } }
+  merchant { code name }
+  movements { currency { code } points }
+} } pageInfo { hasNextPage } } } }"""
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.active = False
+
+
+@pytest.fixture
+def counter(monkeypatch: pytest.MonkeyPatch) -> StatementCounter:
+    counting = StatementCounter()
+    original = psycopg.AsyncCursor.execute
+
+    async def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if counting.active:
+            counting.statements.append(str(query))
+        return await original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", execute)
+    return counting
+
+
+async def _count(
+    counter: StatementCounter,
+    client: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any],
+    headers: dict[str, str],
+) -> tuple[int, dict[str, Any]]:
+    counter.statements.clear()
+    counter.active = True
+    try:
+        body = data(await gql(client, query, variables, headers))
+    finally:
+        counter.active = False
+    return len(counter.statements), body
+
+
+async def test_history_page_statements_do_not_grow_with_the_page(
+    pool: Pool, settings: Settings, client: httpx.AsyncClient, counter: StatementCounter
+) -> None:
+    world: World = await make_world(pool, settings)
+    tea = await world.shop("tea-house")
+    air = await world.shop("air-line")
+    await world.currency(tea, "TEA", "0.01")
+    await world.currency(air, "MILES", "0.05", scale=2)
+    member = await world.member(tea, "c-1")
+    for i in range(60):
+        await world.earn(tea, member, "TEA", 10 + i)
+        await world.earn(air, member, "MILES", 100 + i)
+    headers = await world.member_headers(tea, "c-1")
+
+    small, small_body = await _count(counter, client, HISTORY, {"n": 10}, headers)
+    large, large_body = await _count(counter, client, HISTORY, {"n": 100}, headers)
+
+    assert len(small_body["wallet"]["history"]["edges"]) == 10
+    assert len(large_body["wallet"]["history"]["edges"]) == 100
+    assert {e["node"]["merchant"]["code"] for e in large_body["wallet"]["history"]["edges"]} == {
+        "tea-house",
+        "air-line",
+    }
+    assert large == small, counter.statements
+    assert small <= 5, counter.statements
+
+
+async def test_wallet_balances_are_one_statement(
+    pool: Pool, settings: Settings, client: httpx.AsyncClient, counter: StatementCounter
+) -> None:
+    world: World = await make_world(pool, settings)
+    tea = await world.shop("tea-house")
+    await world.currency(tea, "TEA", "0.01")
+    await world.currency(tea, "GOLD", "2.5")
+    member = await world.member(tea, "c-1")
+    await world.earn(tea, member, "TEA", 10)
+    await world.earn(tea, member, "GOLD", 3)
+    headers = await world.member_headers(tea, "c-1")
+
+    query = "{ wallet { totalValue balances { currency { code rate } points value rate } } }"
+    count, body = await _count(counter, client, query, {}, headers)
+    assert body["wallet"]["totalValue"] == "7.600000"
+    assert count == 1, counter.statements

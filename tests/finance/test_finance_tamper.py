@@ -1,0 +1,139 @@
+"""Tamper evidence: the hash chain catches edits made behind the hub's back.
+
+A superuser can switch the append-only triggers off (``session_replication_role =
+replica``); whatever it changes in a sealed entry -- a posting's amount, the postings
+themselves, a timestamp, the order -- ``exchange verify`` names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from tests.finance.support import Finance, worked_example_batch1
+
+pytestmark = pytest.mark.anyio
+
+
+def _behind_the_back(fin: Finance, *statements: str) -> None:
+    with psycopg.connect(fin.hub.url) as conn:
+        conn.execute("SET session_replication_role = replica")
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+
+
+def _chain_problems(fin: Finance) -> list[str]:
+    return [v for v in fin.finance_violations() if v.startswith("hash-chain")]
+
+
+async def test_sealing_covers_every_committed_entry_once(fin: Finance) -> None:
+    s = await worked_example_batch1(fin)
+    first = await fin.seal()
+    assert first.entries == len(s.entries)
+    assert first.blocks == 1
+    again = await fin.seal()
+    assert (again.entries, again.blocks) == (0, 0)
+    await fin.earn("a", "APT", 5)
+    third = await fin.seal()
+    assert (third.entries, third.head.block) == (1, 2)
+    assert await fin.hub.count("chain_entries") == len(s.entries) + 1
+    assert fin.violations() == []
+
+
+async def test_concurrent_sealers_and_writers_seal_each_entry_once(fin: Finance) -> None:
+    async def write(i: int) -> None:
+        for j in range(5):
+            await fin.earn("abc"[i % 3], "APT", 10 + j, member=i % 3)
+
+    async def sealers() -> None:
+        for _ in range(10):
+            await asyncio.gather(fin.seal(), fin.seal())
+
+    await asyncio.gather(*(write(i) for i in range(3)), sealers())
+    await fin.seal()
+    await fin.seal()  # the second run passes the barrier of the first: the frontier moves
+    assert await fin.hub.count("chain_entries") == await fin.hub.count("entries")
+    async with fin.pool.connection() as conn:
+        cur = await conn.execute("SELECT frontier FROM chain_state")
+        row = await cur.fetchone()
+    assert row is not None
+    async with fin.pool.connection() as conn:
+        cur = await conn.execute("SELECT max(id) FROM entries")
+        top = await cur.fetchone()
+    assert top is not None
+    assert row[0] == top[0]
+    assert fin.violations() == []
+
+
+async def test_a_posting_edited_after_sealing_is_reported(fin: Finance) -> None:
+    s = await worked_example_batch1(fin)
+    await fin.seal()
+    target = s.entries["c awards P 500 APT"]
+    _behind_the_back(
+        fin, f"UPDATE postings SET amount = amount * 2 WHERE entry_id = {target} AND seq = 1"
+    )
+    problems = _chain_problems(fin)
+    assert f"hash-chain: entry {target} (block 1) was changed after it was sealed" in problems
+    assert "hash-chain: block 1: its hash does not match its entries" not in problems
+
+
+async def test_deleted_postings_and_a_moved_timestamp_are_reported(fin: Finance) -> None:
+    s = await worked_example_batch1(fin)
+    await fin.seal()
+    emptied = s.entries["P redeems 300 APT at b"]
+    moved = s.entries["b awards P 1000 CPT"]
+    _behind_the_back(
+        fin,
+        f"DELETE FROM postings WHERE entry_id = {emptied}",
+        f"UPDATE entries SET recorded_at = recorded_at - interval '1 hour' WHERE id = {moved}",
+    )
+    problems = _chain_problems(fin)
+    assert f"hash-chain: entry {emptied} (block 1) was changed after it was sealed" in problems
+    assert f"hash-chain: entry {moved} (block 1) was changed after it was sealed" in problems
+
+
+async def test_a_deleted_entry_and_a_reordered_chain_are_reported(fin: Finance) -> None:
+    s = await worked_example_batch1(fin)
+    await fin.seal()
+    gone = s.entries["c awards P 123.45 BPT"]
+    first, second = s.entries["a earns P 1000 APT"], s.entries["c awards P 500 APT"]
+    _behind_the_back(
+        fin,
+        f"DELETE FROM lots WHERE entry_id = {gone}",
+        f"DELETE FROM postings WHERE entry_id = {gone}",
+        f"DELETE FROM entries WHERE id = {gone}",
+        f"UPDATE chain_entries SET ord = 99 WHERE entry_id = {first}",
+        f"UPDATE chain_entries SET ord = 0 WHERE entry_id = {second}",
+        f"UPDATE chain_entries SET ord = 1 WHERE entry_id = {first}",
+    )
+    problems = _chain_problems(fin)
+    assert f"hash-chain: entry {gone} sealed in block 1 was deleted" in problems
+    assert "hash-chain: block 1: its hash does not match its entries" in problems
+
+
+async def test_rewriting_a_block_breaks_the_link_and_the_checkpoints(fin: Finance) -> None:
+    await worked_example_batch1(fin)
+    batch = await fin.close()
+    await fin.earn("a", "APT", 5)
+    await fin.seal()
+    _behind_the_back(fin, "UPDATE chain_blocks SET hash = sha256(hash) WHERE id = 1")
+    problems = fin.finance_violations()
+    assert "hash-chain: block 1: its hash does not match its entries" in problems
+    assert "hash-chain: block 2: its previous hash is not the hash of the block before" in problems
+    assert f"checkpoint: batch {batch}: chain head is not block 1" in problems
+
+
+async def test_an_entry_dropped_from_the_chain_is_reported(fin: Finance) -> None:
+    entry = await fin.earn("a", "APT", 5)
+    await fin.seal()
+    second = await fin.seal()  # no writer was in flight: the frontier passes the entry
+    assert second.frontier >= entry
+    _behind_the_back(fin, f"DELETE FROM chain_entries WHERE entry_id = {entry}")
+    problems = _chain_problems(fin)
+    assert (
+        f"hash-chain: entry {entry} is below the sealed frontier but not in the chain" in problems
+    )
+    assert "hash-chain: block 1: 0 entries recorded, 1 sealed" in problems
