@@ -31,9 +31,9 @@ from exchange.api.scalars import points_value
 from exchange.domain import errors
 from exchange.domain.errors import NotFound, Refusal
 from exchange.services import points as points_service
-from exchange.services import reversal, rules
+from exchange.services import reversal, rule_earning
 from exchange.services.actors import ADMIN, MERCHANT, Actor
-from exchange.services.rules import Award
+from exchange.services.rule_earning import Award
 
 MAX_REASON = 500
 MAX_ORDER_REF = 128
@@ -50,7 +50,7 @@ def _merchant_id(actor: Actor) -> int:
 def _positive_spent(value: Decimal) -> Decimal:
     if not value.is_finite() or value <= 0:
         raise Refusal(errors.INVALID_AMOUNT, "amountSpent must be greater than zero", "amountSpent")
-    return rules.check_spent(value)
+    return rule_earning.check_spent(value)
 
 
 # -- earn by purchase ------------------------------------------------------------------------
@@ -221,7 +221,7 @@ class PointsMutations:
             member_id = await customer(info, _merchant_id(actor), input.customer_ref)
             spent = _positive_spent(input.amount_spent)
             order_ref = check_optional_text(input.order_ref, "orderRef", max_len=MAX_ORDER_REF)
-            award = await rules.earn_for_purchase(
+            award = await rule_earning.earn_for_purchase(
                 info.context.pool,
                 actor,
                 member_id,
@@ -259,7 +259,7 @@ class PointsMutations:
                         "INVALID_INPUT", "an action's points come from its rules", "points"
                     )
                 action = check_text(input.action, "action", max_len=64)
-                award = await rules.earn_for_action(
+                award = await rule_earning.earn_for_action(
                     pool, actor, member_id, currency.code, action, input.idempotency_key
                 )
                 made = await _award_payload(info, award)

@@ -17,7 +17,8 @@ from exchange.api.loaders import fetch_all
 from exchange.api.nodes import Currency, currency_by_code
 from exchange.api.scalars import points_value
 from exchange.services.actors import ADMIN, FINANCE
-from exchange.services.rules import AppliedRuleRecord, StoredRule
+from exchange.services.rule_earning import AppliedRuleRecord
+from exchange.services.rules import StoredRule
 
 
 @strawberry.enum(description="The kind of an earning rule.")
