@@ -36,10 +36,22 @@ class BenchError(RuntimeError):
 class Server:
     """Creates and drops the bench's databases on one PostgreSQL server."""
 
-    def __init__(self, admin_url: str, *, embedded: bool) -> None:
+    def __init__(self, admin_url: str, *, embedded: bool, data_dir: Path | None = None) -> None:
         self.admin_url = admin_url
         self.embedded = embedded
+        self.data_dir = data_dir
         self.created: list[str] = []
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid (embedded server only)."""
+        if self.data_dir is None:
+            return None
+        try:
+            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
+        except OSError:
+            return None
+        return int(first) if first.strip().isdigit() else None
 
     def url(self, name: str) -> str:
         return with_database(self.admin_url, name)
@@ -105,7 +117,7 @@ def open_server(database_url: str | None, workdir: Path) -> Iterator[Server]:
         return
     embedded = EmbeddedPostgres(workdir / "pg")
     admin_url = embedded.start()
-    server = Server(admin_url, embedded=True)
+    server = Server(admin_url, embedded=True, data_dir=embedded.data_dir)
     try:
         yield server
     finally:

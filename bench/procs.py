@@ -124,13 +124,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _stat(pid: int) -> tuple[int, float] | None:
-    """``(parent pid, CPU seconds)`` of a process."""
+    """``(parent pid, CPU seconds)`` of a process and its reaped children."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     rest = raw[raw.rfind(")") + 2 :].split()
-    return int(rest[1]), (int(rest[11]) + int(rest[12])) / _TICK
+    # utime + stime, plus cutime + cstime: the time of children that exited and were reaped
+    # (PostgreSQL backends of closed connections, pgbench runs of this process).
+    return int(rest[1]), sum(int(x) for x in rest[11:15]) / _TICK
 
 
 def _cmdline(pid: int) -> bytes:
@@ -145,8 +147,25 @@ def _is_postgres(cmdline: bytes) -> bool:
     return first.startswith(b"postgres") or first.endswith(b"/postgres")
 
 
-def cpu_snapshot(hub_pid: int | None) -> dict[str, float]:
-    """CPU seconds so far of the hub's processes, PostgreSQL's, and this process."""
+def _descendants(root: int, stats: dict[int, tuple[int, float]]) -> set[int]:
+    found = {root} if root in stats else set()
+    grew = bool(found)
+    while grew:
+        grew = False
+        for pid, (ppid, _) in stats.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+def cpu_snapshot(hub_pid: int | None, pg_pid: int | None = None) -> dict[str, float]:
+    """CPU seconds so far of the hub's processes, PostgreSQL's, this process and the rest.
+
+    PostgreSQL is the server ``pg_pid`` and its children when known, else every process
+    named ``postgres``. ``other`` is every other process's CPU time (from ``/proc/stat``):
+    on a shared machine it shows how much the measurement was disturbed.
+    """
     if not Path("/proc/self/stat").exists():
         return {}
     stats: dict[int, tuple[int, float]] = {}
@@ -155,16 +174,8 @@ def cpu_snapshot(hub_pid: int | None) -> dict[str, float]:
             found = _stat(int(entry.name))
             if found is not None:
                 stats[int(entry.name)] = found
-    hub: set[int] = set()
-    if hub_pid is not None and hub_pid in stats:
-        hub.add(hub_pid)
-        grew = True
-        while grew:
-            grew = False
-            for pid, (ppid, _) in stats.items():
-                if ppid in hub and pid not in hub:
-                    hub.add(pid)
-                    grew = True
+    hub = _descendants(hub_pid, stats) if hub_pid is not None else set()
+    server = _descendants(pg_pid, stats) if pg_pid is not None else None
     out = {"hub": 0.0, "postgres": 0.0, "bench": 0.0}
     me = os.getpid()
     for pid, (_, seconds) in stats.items():
@@ -172,9 +183,22 @@ def cpu_snapshot(hub_pid: int | None) -> dict[str, float]:
             out["hub"] += seconds
         elif pid == me:
             out["bench"] += seconds
-        elif _is_postgres(_cmdline(pid)):
+        elif (pid in server) if server is not None else _is_postgres(_cmdline(pid)):
             out["postgres"] += seconds
+    out["other"] = max(0.0, _busy_seconds() - sum(out.values()))
     return out
+
+
+def _busy_seconds() -> float:
+    """CPU seconds the machine spent busy (not idle, not waiting for I/O) since boot."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    # guest time is already counted in user time
+    return (sum(ticks[:8]) - idle) / _TICK
 
 
 def cpu_delta(

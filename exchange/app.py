@@ -16,10 +16,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from exchange.api.finance_http import routes as finance_routes
 from exchange.api.graphql_app import create_graphql_app
 from exchange.config import ConfigError, Settings, load_settings
 from exchange.db.migrate import head_revision
 from exchange.db.pool import create_pool
+from exchange.finance.sealer import periodic_sealer
 from exchange.services.catalog import bootstrap
 
 READINESS_TIMEOUT_S = 2.0
@@ -159,7 +161,8 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
         app.state.pool = await create_pool(database_url, settings)
         await _bootstrap(app.state.pool, settings)
         try:
-            yield
+            async with periodic_sealer(app.state.pool):
+                yield
         finally:
             pool, app.state.pool = app.state.pool, None
             await pool.close()
@@ -177,6 +180,7 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
     app.state.pool = None
     graphql = create_graphql_app(settings, app.state)
     app.router.routes.append(Route("/graphql", graphql))
+    app.router.routes.extend(finance_routes(app.state))
     return app
 
 

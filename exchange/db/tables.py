@@ -415,3 +415,8 @@ link_codes = Table(
     CheckConstraint("(used_at IS NULL) = (used_by_merchant_id IS NULL)", name="used"),
 )
 Index("ix_link_codes_member", link_codes.c.member_id)
+
+
+# The finance tables (settlement batches, hash chain) are declared in their own module on
+# this metadata; importing it here makes every user of the metadata see them.
+from exchange.db import finance_tables as finance_tables  # noqa: E402

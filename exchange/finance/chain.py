@@ -24,7 +24,9 @@ drawn by one of those sessions (a session takes that lock before it draws an id 
 it until it ends) or by one that had already finished. Once none of them is alive, a new
 snapshot sees every entry up to ``hi`` that will ever exist; after sealing them the
 frontier moves to ``hi``. (A transaction id would not do: a session gets one lazily, after
-it has drawn the entry id.)
+it has drawn the entry id.) This relies on the entry id sequence handing out increasing
+values in time order, as a sequence without a per-session cache (``CACHE 1``, the default
+of ``entries.id``) does.
 """
 
 from __future__ import annotations

@@ -322,7 +322,9 @@ def _check_balances(conn: SyncConn, closings: dict[str, int]) -> list[Violation]
 
 def check_payments(conn: SyncConn) -> list[Violation]:
     out: list[Violation] = []
-    for r in conn.execute(
+    for r in _stream(
+        conn,
+        "finance_payments",
         "SELECT p.batch_id, m.code, p.entry_id, p.direction, p.amount_micro, p.external_ref,"
         "       i.direction, i.amount_micro, e.kind, e.merchant_id = p.merchant_id,"
         "       e.details->>'batch', e.details->>'externalRef',"
@@ -332,7 +334,7 @@ def check_payments(conn: SyncConn) -> list[Violation]:
         "  FROM settlement_payments p JOIN merchants m ON m.id = p.merchant_id"
         "  JOIN settlement_instructions i"
         "    ON i.batch_id = p.batch_id AND i.merchant_id = p.merchant_id"
-        "  LEFT JOIN entries e ON e.id = p.entry_id ORDER BY p.batch_id, m.code LIMIT 100000"
+        "  LEFT JOIN entries e ON e.id = p.entry_id ORDER BY p.batch_id, m.code",
     ):
         batch, code, entry, direction, amount, ref = r[:6]
         where = f"batch {batch} {code} (entry {entry})"

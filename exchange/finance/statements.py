@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from exchange.domain.money import micro_to_decimal
@@ -84,7 +84,7 @@ async def load_statement(conn: Conn, batch_id: int, merchant_id: int) -> Stateme
 
 async def statement_lines(
     conn: Conn, statement: Statement, *, after_entry: int = 0
-) -> AsyncIterator[Line]:
+) -> AsyncGenerator[Line, None]:
     """The statement's lines in order, from the entries after ``after_entry``.
 
     Needs a transaction (the entries stream through a server-side cursor).

@@ -66,87 +66,113 @@ class Posted:
     lot_ids: tuple[int, ...]
 
 
-_INSERT_ENTRY = """
-INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id, member_id,
-                     reverses_entry_id, quote_id, rates, details, effective_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-RETURNING id, recorded_at
+_POST = """
+WITH e AS (
+    INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id, member_id,
+                         reverses_entry_id, quote_id, rates, details, effective_at)
+    VALUES (%(kind)s, %(initiator)s, %(key)s, %(fingerprint)s, %(merchant)s, %(member)s,
+            %(reverses)s, %(quote)s, %(rates)s, %(details)s, %(at)s)
+    RETURNING id, recorded_at
+), p AS (
+    INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)
+    SELECT e.id, t.seq, t.account_id, t.asset_id, t.amount
+      FROM e, unnest(%(seq)s::smallint[], %(accounts)s::bigint[], %(assets)s::int[],
+                     %(amounts)s::bigint[])
+           WITH ORDINALITY AS t(seq, account_id, asset_id, amount, ord)
+     ORDER BY t.ord
+), l AS (
+    INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)
+    SELECT t.wallet_id, e.id, t.amount, t.amount, %(at)s, t.expires_at
+      FROM e, unnest(%(lot_wallets)s::bigint[], %(lot_amounts)s::bigint[],
+                     %(lot_expiry)s::timestamptz[])
+           WITH ORDINALITY AS t(wallet_id, amount, expires_at, ord)
+     ORDER BY t.ord
+    RETURNING id
+), m AS (
+    INSERT INTO lot_moves (entry_id, lot_id, amount)
+    SELECT e.id, t.lot_id, t.amount
+      FROM e, unnest(%(move_lots)s::bigint[], %(move_amounts)s::bigint[]) AS t(lot_id, amount)
+)
+SELECT e.id, e.recorded_at, ARRAY(SELECT id FROM l ORDER BY id) FROM e
 """
-
-_INSERT_POSTINGS = """
-INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)
-SELECT %s, t.seq, t.account_id, t.asset_id, t.amount
-  FROM unnest(%s::smallint[], %s::bigint[], %s::int[], %s::bigint[])
-       AS t(seq, account_id, asset_id, amount)
-"""
+"""One statement writes the entry, its postings (in ascending account id, the lock order of
+hot balance rows: the triggers run at the end of the statement in insertion order), the
+lots it opens and the moves of existing lots."""
 
 _INSERT_LOT_MOVES = """
 INSERT INTO lot_moves (entry_id, lot_id, amount)
 SELECT %s, t.lot_id, t.amount FROM unnest(%s::bigint[], %s::bigint[]) AS t(lot_id, amount)
 """
 
-_INSERT_LOT = """
-INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)
-VALUES (%s, %s, %s, %s, %s, %s) RETURNING id
-"""
-
 
 async def post(conn: Conn, draft: EntryDraft) -> Posted:
-    """Write ``draft`` in the caller's transaction and return the new entry's id."""
+    """Write ``draft`` in the caller's transaction and return the new entry's id.
+
+    One round trip in the common case; a second one only when a new lot starts by repaying
+    a points debt (its move needs the new lot's id).
+    """
     legs = merge_legs(draft.legs)
     bad = imbalances(legs)
     if bad:
         raise UnbalancedEntry(f"{draft.kind} entry does not balance: {bad}")
     if not legs:
         raise UnbalancedEntry(f"{draft.kind} entry has no postings")
+    moves = [(lot_id, amount) for lot_id, amount in draft.lot_moves if amount != 0]
     cur = await conn.execute(
-        _INSERT_ENTRY,
-        (
-            draft.kind,
-            draft.initiator,
-            draft.idempotency_key,
-            draft.fingerprint,
-            draft.merchant_id,
-            draft.member_id,
-            draft.reverses_entry_id,
-            draft.quote_id,
-            json.dumps(draft.rates, sort_keys=True),
-            json.dumps(draft.details, sort_keys=True),
-            draft.effective_at,
-        ),
+        _POST,
+        {
+            "kind": draft.kind,
+            "initiator": draft.initiator,
+            "key": draft.idempotency_key,
+            "fingerprint": draft.fingerprint,
+            "merchant": draft.merchant_id,
+            "member": draft.member_id,
+            "reverses": draft.reverses_entry_id,
+            "quote": draft.quote_id,
+            "rates": json.dumps(draft.rates, sort_keys=True),
+            "details": json.dumps(draft.details, sort_keys=True),
+            "at": draft.effective_at,
+            "seq": list(range(1, len(legs) + 1)),
+            "accounts": [leg.account_id for leg in legs],
+            "assets": [leg.asset_id for leg in legs],
+            "amounts": [leg.amount for leg in legs],
+            "lot_wallets": [lot.wallet_id for lot in draft.new_lots],
+            "lot_amounts": [lot.amount for lot in draft.new_lots],
+            "lot_expiry": [lot.expires_at for lot in draft.new_lots],
+            "move_lots": [m[0] for m in moves],
+            "move_amounts": [m[1] for m in moves],
+        },
     )
     row = await cur.fetchone()
     assert row is not None
     entry_id, recorded_at = int(row[0]), row[1]
-    await conn.execute(
-        _INSERT_POSTINGS,
-        (
-            entry_id,
-            list(range(1, len(legs) + 1)),
-            [leg.account_id for leg in legs],
-            [leg.asset_id for leg in legs],
-            [leg.amount for leg in legs],
-        ),
-    )
-    moves = list(draft.lot_moves)
-    lot_ids: list[int] = []
-    for lot in draft.new_lots:
-        cur = await conn.execute(
-            _INSERT_LOT,
-            (lot.wallet_id, entry_id, lot.amount, lot.amount, draft.effective_at, lot.expires_at),
-        )
-        lot_row = await cur.fetchone()
-        assert lot_row is not None
-        lot_ids.append(int(lot_row[0]))
-        if lot.repays_debt:
-            moves.append((int(lot_row[0]), -lot.repays_debt))
-    moves = [(lot_id, amount) for lot_id, amount in moves if amount != 0]
-    if moves:
+    lot_ids = [int(i) for i in row[2]]
+    assert len(lot_ids) == len(draft.new_lots)
+    repays = [
+        (lot_id, -lot.repays_debt)
+        for lot_id, lot in zip(lot_ids, draft.new_lots, strict=True)
+        if lot.repays_debt
+    ]
+    if repays:
         await conn.execute(
             _INSERT_LOT_MOVES,
-            (entry_id, [m[0] for m in moves], [m[1] for m in moves]),
+            (entry_id, [m[0] for m in repays], [m[1] for m in repays]),
         )
     return Posted(entry_id=entry_id, recorded_at=recorded_at, lot_ids=tuple(lot_ids))
+
+
+async def lock_member_wallet(conn: Conn, member_id: int, asset_id: int) -> tuple[int, int] | None:
+    """Find and lock a member's wallet in one statement: ``(account id, balance)``, or ``None``
+    when the member has no wallet in that asset."""
+    cur = await conn.execute(
+        "SELECT b.account_id, b.amount FROM accounts a"
+        "  JOIN balances b ON b.account_id = a.id AND b.stripe = 0"
+        " WHERE a.kind = 'wallet' AND a.asset_id = %s AND a.member_id = %s"
+        " FOR UPDATE OF b",
+        (asset_id, member_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 async def lock_wallets(conn: Conn, wallet_ids: Sequence[int]) -> dict[int, int]:

@@ -79,10 +79,13 @@ async def credit_wallet(
     conn: Conn, member_id: int, currency: Currency, n: int
 ) -> tuple[int, NewLot]:
     """Create-or-lock the member's wallet and plan the lot an ``n``-point credit opens."""
-    wallet_id = await wallet(conn, member_id, currency.id, create=True)
-    assert wallet_id is not None
-    balances = await engine.lock_wallets(conn, [wallet_id])
-    repay, _ = credit_split(balances[wallet_id], n)
+    found = await engine.lock_member_wallet(conn, member_id, currency.id)
+    if found is None:
+        created = await wallet(conn, member_id, currency.id, create=True)
+        assert created is not None
+        found = created, (await engine.lock_wallets(conn, [created]))[created]
+    wallet_id, balance = found
+    repay, _ = credit_split(balance, n)
     return wallet_id, NewLot(wallet_id, n, None, repays_debt=repay)
 
 
@@ -90,10 +93,10 @@ async def debit_wallet(
     conn: Conn, member_id: int, currency: Currency, n: int, now: datetime
 ) -> tuple[int, list[tuple[int, int]]]:
     """Lock the member's wallet in ``currency`` and plan an ``n``-point debit of it."""
-    wallet_id = await wallet(conn, member_id, currency.id, create=False)
-    if wallet_id is None:
+    found = await engine.lock_member_wallet(conn, member_id, currency.id)
+    if found is None:
         raise Refusal(errors.INSUFFICIENT_POINTS, f"no {currency.code} points to spend", "points")
-    balance = (await engine.lock_wallets(conn, [wallet_id]))[wallet_id]
+    wallet_id, balance = found
     moves = await plan_debit(conn, wallet_id, balance, member_id, currency, n, now)
     return wallet_id, moves
 

@@ -228,11 +228,11 @@ async def reverse(
                     "points": k,
                     "of": whole,
                     "reason": reason,
-                    **(
-                        {"currency": original.details["currency"]}
-                        if "currency" in original.details
-                        else {}
-                    ),
+                    **{
+                        name: original.details[name]
+                        for name in ("currency", "from", "to")
+                        if name in original.details
+                    },
                 },
                 lot_moves=list(moves.items()),
             ),

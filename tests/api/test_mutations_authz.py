@@ -119,6 +119,22 @@ MATRIX: dict[str, tuple[str, dict[str, Any], frozenset[str]]] = {
         {"quoteId": "UXVvdGU6OTk5", "idempotencyKey": "x"},
         frozenset({MEMBER}),
     ),
+    "closeSettlementBatch": (
+        "CloseSettlementBatchInput",
+        {"idempotencyKey": "b"},
+        frozenset({FINANCE, ADMIN}),
+    ),
+    "confirmPayment": (
+        "ConfirmPaymentInput",
+        {
+            "batchId": 999,
+            "merchantCode": "tea-house",
+            "amount": "1",
+            "externalReference": "WIRE-1",
+            "idempotencyKey": "c",
+        },
+        frozenset({FINANCE}),
+    ),
 }
 
 

@@ -41,7 +41,9 @@ OPERATION = st.one_of(
         st.integers(1, 20_000),
         st.integers(0, 2),
     ),
-    st.tuples(st.just("convert"), st.sampled_from(CODES), st.sampled_from(CODES), st.integers(1, 5_000)),  # noqa: E501
+    st.tuples(
+        st.just("convert"), st.sampled_from(CODES), st.sampled_from(CODES), st.integers(1, 5_000)
+    ),  # noqa: E501
     st.tuples(st.just("close")),
     st.tuples(st.just("pay"), st.integers(0, 2)),
 )
@@ -85,6 +87,7 @@ async def _run(url: str, operations: list[tuple[Any, ...]]) -> None:
     fin = Finance(await build_hub(url, pool_size=4))
     try:
         carry: dict[str, int] = {}
+        refused: set[str] = set()
         batch = 0
         for op in [*operations, ("close",)]:
             try:
@@ -112,14 +115,15 @@ async def _run(url: str, operations: list[tuple[Any, ...]]) -> None:
                     batch = await fin.close()
                     carry = await _check_batch(fin, batch, carry)
             except Refusal as refusal:
-                assert refusal.code in {"INSUFFICIENT_POINTS", "AMOUNT_TOO_SMALL"}, refusal
+                refused.add(refusal.code)
+        assert refused <= {"INSUFFICIENT_POINTS", "AMOUNT_TOO_SMALL"}
         assert fin.violations() == []
     finally:
         await fin.pool.close()
 
 
-@settings(max_examples=8, deadline=None)
-@given(operations=st.lists(OPERATION, min_size=1, max_size=20))
+@settings(max_examples=12, deadline=None)
+@given(operations=st.lists(OPERATION, min_size=1, max_size=25))
 def test_batches_net_to_zero_and_instructions_reproduce_positions(
     databases: DatabaseFactory, template_database: str, operations: list[tuple[Any, ...]]
 ) -> None:

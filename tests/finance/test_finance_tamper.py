@@ -137,3 +137,31 @@ async def test_an_entry_dropped_from_the_chain_is_reported(fin: Finance) -> None
         f"hash-chain: entry {entry} is below the sealed frontier but not in the chain" in problems
     )
     assert "hash-chain: block 1: 0 entries recorded, 1 sealed" in problems
+
+
+async def test_settlement_figures_edited_behind_the_back_are_reported(fin: Finance) -> None:
+    s = await worked_example_batch1(fin)
+    await fin.close()
+    assert fin.violations() == []
+    entry = s.entries["c awards P 500 APT"]
+    _behind_the_back(
+        fin,
+        # Both legs of a batched entry, still summing to zero: the ledger now says otherwise.
+        f"UPDATE postings SET amount = amount * 2 WHERE entry_id = {entry}"
+        "   AND account_id IN (SELECT id FROM accounts WHERE kind = 'settlement')",
+        "UPDATE settlement_instructions SET amount_micro = amount_micro + 10000"
+        " WHERE merchant_id = (SELECT id FROM merchants WHERE code = 'shop-c')",
+        "UPDATE settlement_statements SET digest = sha256(digest)"
+        " WHERE merchant_id = (SELECT id FROM merchants WHERE code = 'shop-b')",
+    )
+    checks = {v.split(":")[0] for v in fin.violations()}
+    assert {
+        "hash-chain",
+        "batch-positions",
+        "batch-obligations",
+        "batch-instructions",
+        "statement-lines",
+        "statement-sums",
+        "replay-balance",  # the ledger's own replay: balances no longer follow the postings
+        "checkpoint",
+    } <= checks

@@ -8,6 +8,7 @@ whether they ``replayed`` (``docs/api-conventions.md``).
 
 from __future__ import annotations
 
+from exchange.api.finance import FinanceMutation, FinanceQuery
 from exchange.api.mutations.admin import AdminMutations, ApiKey
 from exchange.api.mutations.conversion import ConversionMutations
 from exchange.api.mutations.currencies import CurrencyMutations, EarningRuleQueries
@@ -21,8 +22,9 @@ MUTATION_TYPES: tuple[type, ...] = (
     CustomerMutations,
     PointsMutations,
     ConversionMutations,
+    FinanceMutation,
 )
-QUERY_TYPES: tuple[type, ...] = (EarningRuleQueries,)
+QUERY_TYPES: tuple[type, ...] = (EarningRuleQueries, FinanceQuery)
 NODE_TYPES: tuple[type, ...] = (ApiKey, EarningRule)
 """Node types defined here, for the schema's ``types`` (so ``node(id:)`` resolves them)."""
 
