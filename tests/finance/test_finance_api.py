@@ -347,33 +347,23 @@ async def test_wired_into_the_hub_schema_over_http(
     settings: Settings,
     database_url: str,
     make_client: Any,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The root types merged as the schema merges contributed types, behind the real app."""
-    from exchange.api import mutations, schema
-
-    monkeypatch.setattr(mutations, "QUERY_TYPES", (*mutations.QUERY_TYPES, FinanceQuery))
-    monkeypatch.setattr(mutations, "MUTATION_TYPES", (*mutations.MUTATION_TYPES, FinanceMutation))
-    schema._build.cache_clear()
-    try:
-        await worked_example_batch1(fin)
-        secrets = load_or_create_secrets(settings.data_dir)
-        token = mint_operator_token(secrets, FINANCE, "desk", settings=settings).token
-        headers = {"Authorization": f"Bearer {token}"}
-        async with make_client(settings, database_url) as client:
-            closed = await client.post(
-                "/graphql", json={"query": CLOSE, "variables": {"key": "http-1"}}, headers=headers
-            )
-            assert closed.status_code == 200, closed.text
-            body = closed.json()
-            assert body["data"]["closeSettlementBatch"]["batch"]["efficiency"] == "0.642941"
-            read = await client.post(
-                "/graphql", json={"query": BATCH, "variables": {"id": 1}}, headers=headers
-            )
-            batch = read.json()["data"]["settlementBatch"]
-            assert [c["merchant"] for c in batch["checkpoints"]] == ["shop-a", "shop-b", "shop-c"]
-            anonymous = await client.post("/graphql", json={"query": BATCH, "variables": {"id": 1}})
-            assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-    finally:
-        monkeypatch.undo()
-        schema._build.cache_clear()
+    """Finance queries and mutations answer through the real app with real tokens."""
+    await worked_example_batch1(fin)
+    secrets = load_or_create_secrets(settings.data_dir)
+    token = mint_operator_token(secrets, FINANCE, "desk", settings=settings).token
+    headers = {"Authorization": f"Bearer {token}"}
+    async with make_client(settings, database_url) as client:
+        closed = await client.post(
+            "/graphql", json={"query": CLOSE, "variables": {"key": "http-1"}}, headers=headers
+        )
+        assert closed.status_code == 200, closed.text
+        body = closed.json()
+        assert body["data"]["closeSettlementBatch"]["batch"]["efficiency"] == "0.642941"
+        read = await client.post(
+            "/graphql", json={"query": BATCH, "variables": {"id": 1}}, headers=headers
+        )
+        batch = read.json()["data"]["settlementBatch"]
+        assert [c["merchant"] for c in batch["checkpoints"]] == ["shop-a", "shop-b", "shop-c"]
+        anonymous = await client.post("/graphql", json={"query": BATCH, "variables": {"id": 1}})
+        assert anonymous.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
