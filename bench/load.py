@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-Body = Callable[[int], bytes]
+Request = Callable[[int, int], bytes]
+"""``request(client, n)``: the complete bytes of request number ``n``, sent by ``client``."""
 Check = Callable[[bytes], bool]
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -96,6 +97,61 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+Owners = Callable[[list[int]], dict[int, int]]
+"""``owners(client ports)``: which server process accepted each connection."""
+SPREAD_ROUNDS = 40
+
+
+async def _open(host: str, port: int) -> _Connection:
+    loop = asyncio.get_running_loop()
+    _, proto = await asyncio.wait_for(
+        loop.create_connection(_Connection, host, port), CONNECT_TIMEOUT_S
+    )
+    return proto
+
+
+def _port(conn: _Connection) -> int:
+    assert conn.transport is not None
+    return int(conn.transport.get_extra_info("sockname")[1])
+
+
+async def _connect(
+    host: str, port: int, n: int, owners: Owners | None, workers: int
+) -> tuple[list[_Connection], list[int]]:
+    """Open ``n`` keep-alive connections spread evenly over the server's workers.
+
+    Workers share one listening socket and a burst of connections tends to land on one of
+    them; keep-alive connections then stay there for the whole run, leaving the other
+    worker idle. So connections on a worker holding more than its share are reopened (a
+    bounded number of rounds) until no worker holds more than ``ceil(n / workers)``.
+    """
+    conns = [await _open(host, port) for _ in range(n)]
+    if owners is None or workers <= 1:
+        return conns, []
+    cap = math.ceil(n / workers)
+    counts: dict[int, int] = {}
+    for _ in range(SPREAD_ROUNDS):
+        await asyncio.sleep(0.05)
+        found = owners([_port(c) for c in conns])
+        if len(found) < len(conns):
+            continue  # not all accepted yet
+        counts = {}
+        keep: list[_Connection] = []
+        redo = 0
+        for c in conns:
+            pid = found[_port(c)]
+            if counts.get(pid, 0) >= cap:
+                c.close()
+                redo += 1
+            else:
+                counts[pid] = counts.get(pid, 0) + 1
+                keep.append(c)
+        if not redo and len(counts) >= min(workers, n):
+            return conns, sorted(counts.values(), reverse=True)
+        conns = keep + [await _open(host, port) for _ in range(redo)]
+    return conns, sorted(counts.values(), reverse=True)
+
+
 def post_request(
     host: str, port: int, path: str, headers: dict[str, str]
 ) -> Callable[[bytes], bytes]:
@@ -120,7 +176,11 @@ class LoadResult:
     failed: int
     latencies_ms: list[float] = field(repr=False)
     client_cpu_s: float
+    acknowledged: int = 0
+    """Successful responses in all, warm-up and the last in-flight ones included."""
     first_failure: str = ""
+    spread: list[int] = field(default_factory=list)
+    """Connections per server worker (empty when not known)."""
 
     @property
     def rate(self) -> float:
@@ -154,33 +214,27 @@ async def run_load(
     *,
     host: str,
     port: int,
-    headers: list[dict[str, str]],
-    body: Body,
+    request: Request,
     check: Check,
     connections: int,
     duration_s: float,
     max_requests: int,
     warmup_s: float = 0.0,
-    path: str = "/graphql",
+    owners: Owners | None = None,
+    workers: int = 1,
 ) -> LoadResult:
     """Drive ``connections`` closed-loop clients for ``duration_s`` (after ``warmup_s``).
 
-    ``headers[i % len(headers)]`` are client ``i``'s extra headers (its credential).
     Requests of the warm-up are not counted. At most ``max_requests`` are sent in all.
+    With ``owners`` (client ports -> server process), connections are spread evenly over
+    the server's ``workers`` before the run (see :func:`_connect`).
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the load generator talks to loopback only")
-    loop = asyncio.get_running_loop()
-    conns: list[_Connection] = []
-    for _ in range(connections):
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(_Connection, host, port), CONNECT_TIMEOUT_S
-        )
-        conns.append(proto)
-    builders = [post_request(host, port, path, h) for h in headers]
+    conns, spread = await _connect(host, port, connections, owners, workers)
     counter = 0
     latencies: list[float] = []
-    ok = failed = 0
+    ok = failed = acknowledged = 0
     first_failure = ""
     clock = time.perf_counter
     start = clock()
@@ -188,22 +242,24 @@ async def run_load(
     deadline = measure_from + duration_s
 
     async def client(i: int) -> None:
-        nonlocal counter, ok, failed, first_failure
+        nonlocal counter, ok, failed, acknowledged, first_failure
         conn = conns[i]
-        build = builders[i % len(builders)]
         while True:
             now = clock()
             if now >= deadline or counter >= max_requests:
                 return
             n = counter
             counter += 1
-            request = build(body(n))
+            data = request(i, n)
             t0 = clock()
-            status, payload = await conn.request(request)
+            status, payload = await conn.request(data)
             t1 = clock()
-            if t0 < measure_from or t1 > deadline:
-                continue
             good = status == 200 and check(payload)
+            acknowledged += good
+            if t0 < measure_from or t1 > deadline:
+                if not good and not first_failure:
+                    first_failure = f"HTTP {status}: {payload[:300]!r}"
+                continue
             if good:
                 ok += 1
                 latencies.append((t1 - t0) * 1000.0)
@@ -239,7 +295,9 @@ async def run_load(
         failed=failed,
         latencies_ms=latencies,
         client_cpu_s=cpu1 - cpu0,
+        acknowledged=acknowledged,
         first_failure=first_failure,
+        spread=spread,
     )
 
 

@@ -70,29 +70,36 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 @contextlib.contextmanager
 def serve(
-    database_url: str, data_dir: Path, *, workers: int, env: dict[str, str], log: Path
+    database_url: str,
+    data_dir: Path,
+    *,
+    workers: int,
+    env: dict[str, str],
+    log: Path,
+    app_factory: str | None = None,
 ) -> Iterator[Hub]:
-    """Run the hub until the block ends; its output goes to ``log``."""
+    """Run the hub until the block ends; its output goes to ``log``.
+
+    By default ``python -m exchange serve --workers N``; with ``app_factory``, uvicorn runs
+    that factory directly with the same options ``exchange serve`` uses.
+    """
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
     environment.update(env)
     environment["EXCHANGE_DATABASE_URL"] = database_url
+    environment["EXCHANGE_DATA_DIR"] = str(data_dir)
+    if app_factory is None:
+        args = [sys.executable, "-m", "exchange", "serve", "--host", "127.0.0.1"]
+        args += ["--port", str(port), "--workers", str(workers), "--data-dir", str(data_dir)]
+    else:
+        args = [sys.executable, "-m", "uvicorn", app_factory, "--factory", "--host", "127.0.0.1"]
+        args += ["--port", str(port), "--workers", str(workers), "--lifespan", "on"]
+        args += ["--loop", "uvloop", "--http", "httptools"]
+        args += ["--log-level", env.get("EXCHANGE_LOG_LEVEL", "warning")]
+        args += ["--app-dir", str(Path(__file__).resolve().parent.parent)]
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exchange",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--data-dir",
-                str(data_dir),
-            ],
+            args,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -102,7 +109,6 @@ def serve(
     hub = Hub(process=process, port=port, log=log)
     try:
         _wait_ready(hub)
-        # Both workers accept: probe until each has answered once (they share the socket).
         yield hub
     finally:
         _stop(process)
@@ -208,3 +214,63 @@ def cpu_delta(
     if not before or not after or seconds <= 0:
         return {}
     return {k: round((after[k] - before.get(k, 0.0)) / seconds, 2) for k in after}
+
+
+# -- which worker holds a connection -----------------------------------------------------------
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    found = set()
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(fd.path)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                found.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return found
+
+
+def _hex_port(field: str) -> int:
+    return int(field.rsplit(":", 1)[1], 16)
+
+
+def connection_owners(hub: Hub, client_ports: list[int]) -> dict[int, int]:
+    """``client port -> worker pid`` for loopback connections to the hub (Linux only)."""
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return {}
+    wanted = set(client_ports)
+    inode_of_port: dict[int, int] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 10:
+            continue
+        if _hex_port(parts[1]) == hub.port and _hex_port(parts[2]) in wanted:
+            inode_of_port[_hex_port(parts[2])] = int(parts[9])
+    owners: dict[int, int] = {}
+    for pid in workers(hub):
+        inodes = _socket_inodes(pid)
+        for port, inode in inode_of_port.items():
+            if inode in inodes:
+                owners[port] = pid
+    return owners
+
+
+def workers(hub: Hub) -> list[int]:
+    """The pids of the hub's worker processes (children of the server that serve requests)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(int(entry.name))
+        if stat is None or stat[0] != hub.pid:
+            continue
+        if b"resource_tracker" in _cmdline(int(entry.name)):
+            continue
+        found.append(int(entry.name))
+    return sorted(found)

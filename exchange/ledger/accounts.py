@@ -87,6 +87,16 @@ def _currency(row: Any) -> Currency:
     )
 
 
+def currency_by_code_query(code: str, at: datetime) -> tuple[str, tuple[Any, ...]]:
+    """The query :func:`currency_by_code` runs, to run it inside another statement."""
+    return _CURRENCY_SQL.format(where="c.code = %s"), (at, code)
+
+
+def currency_from_row(row: Sequence[Any] | None) -> Currency | None:
+    """The currency of a row of :func:`currency_by_code_query` (``None`` for no row)."""
+    return None if row is None else _currency(row)
+
+
 async def currency_by_code(conn: Conn, code: str, at: datetime) -> Currency | None:
     cur = await conn.execute(_CURRENCY_SQL.format(where="c.code = %s"), (at, code))
     row = await cur.fetchone()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,11 @@ async def claim(
     )
     if await cur.fetchone() is not None:
         return None
+    return await _prior(conn, initiator, key, operation, digest)
+
+
+async def _prior(conn: Conn, initiator: str, key: str, operation: str, digest: bytes) -> Prior:
+    """The outcome stored under a key another request claimed (and has committed)."""
     cur = await conn.execute(
         "SELECT r.operation, r.fingerprint, r.refusal_code, r.refusal_field, r.refusal_message,"
         "       e.id"
@@ -75,6 +81,43 @@ async def claim(
     if row[2] is not None:
         return Prior(entry_id=None, refusal=Refusal(row[2], row[4], row[3]))
     return Prior(entry_id=int(row[5]) if row[5] is not None else None, refusal=None)
+
+
+_CLAIM_AND_READ = """
+WITH claim AS (
+    INSERT INTO requests (initiator, idempotency_key, operation, fingerprint)
+    VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT (SELECT count(*) FROM claim), r.*
+  FROM (SELECT 1) AS one LEFT JOIN LATERAL ({read}) AS r ON true
+"""
+
+
+async def claim_and_read(
+    conn: Conn,
+    initiator: str,
+    key: str,
+    operation: str,
+    digest: bytes,
+    read: tuple[str, Sequence[Any]],
+) -> tuple[Prior | None, tuple[Any, ...] | None]:
+    """:func:`claim`, and run the read-only query ``read`` in the same statement.
+
+    One round trip instead of two for an operation that needs a lookup once it holds its key
+    (the lookup takes no lock, so it may run alongside the claim). Returns the earlier
+    outcome (``None`` when this call claimed the key) and ``read``'s first row (``None``
+    when it has none; its first column must not be null).
+    """
+    sql, params = read
+    cur = await conn.execute(
+        _CLAIM_AND_READ.format(read=sql), (initiator, key, operation, digest, *params)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    found = None if row[1] is None else tuple(row[1:])
+    if row[0]:
+        return None, found
+    return await _prior(conn, initiator, key, operation, digest), found
 
 
 async def record_refusal(conn: Conn, initiator: str, key: str, refusal: Refusal) -> None:

@@ -60,6 +60,15 @@ MAX_ITEMS = 1000
 OPERATION = "earn"
 
 
+def _json(rows: Any) -> str:
+    """Rows for one statement as one JSON document.
+
+    PostgreSQL unpacks it with ``jsonb_array_elements`` in C; one ``json.dumps`` is much
+    cheaper than having the driver adapt a dozen Python lists of a thousand elements.
+    """
+    return json.dumps(rows, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class EarnItem:
     """One award: ``points`` (smallest units) of ``currency_code`` to a member."""
@@ -168,7 +177,11 @@ async def _earn_all(
 
     # 1. members, claims, earlier outcomes
     member_ids = sorted({c.item.member_id for c in candidates})
-    cur = await conn.execute("SELECT id FROM members WHERE id = ANY(%s)", (member_ids,))
+    cur = await conn.execute(
+        "SELECT id FROM members"
+        " WHERE id IN (SELECT x::bigint FROM jsonb_array_elements_text(%s::jsonb) AS x)",
+        (_json(member_ids),),
+    )
     known = {int(r[0]) for r in await cur.fetchall()}
     leaders: dict[str, _Item] = {}
     followers: list[_Item] = []
@@ -187,11 +200,11 @@ async def _earn_all(
     keys = sorted(leaders)
     cur = await conn.execute(
         "INSERT INTO requests (initiator, idempotency_key, operation, fingerprint)"
-        " SELECT %s, t.key, %s, t.fp"
-        "   FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS t(key, fp, ord)"
-        "  ORDER BY t.ord"
+        " SELECT %s, x.e->>0, %s, decode(x.e->>1, 'hex')"
+        "   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
+        "  ORDER BY x.ord"
         " ON CONFLICT DO NOTHING RETURNING idempotency_key",
-        (initiator, OPERATION, keys, [leaders[k].digest for k in keys]),
+        (initiator, OPERATION, _json([[k, leaders[k].digest.hex()] for k in keys])),
     )
     claimed = {str(r[0]) for r in await cur.fetchall()}
     taken = [k for k in keys if k not in claimed]
@@ -201,8 +214,9 @@ async def _earn_all(
             "       r.refusal_field, r.refusal_message, e.id"
             "  FROM requests r LEFT JOIN entries e"
             "    ON e.initiator = r.initiator AND e.idempotency_key = r.idempotency_key"
-            " WHERE r.initiator = %s AND r.idempotency_key = ANY(%s)",
-            (initiator, taken),
+            " WHERE r.initiator = %s"
+            "   AND r.idempotency_key IN (SELECT jsonb_array_elements_text(%s::jsonb))",
+            (initiator, _json(taken)),
         )
         for key, operation, fp, code, field, message, entry_id in await cur.fetchall():
             refusal = None if code is None else Refusal(code, message, field)
@@ -280,14 +294,21 @@ async def _earn_all(
         await conn.execute(
             "UPDATE requests r SET refusal_code = t.code, refusal_field = t.field,"
             "       refusal_message = t.message"
-            "  FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-            "       AS t(key, code, field, message)"
+            "  FROM jsonb_to_recordset(%s::jsonb) AS t(key text, code text, field text,"
+            "                                          message text)"
             " WHERE r.initiator = %s AND r.idempotency_key = t.key",
             (
-                [c.item.idempotency_key for c, _ in refused],
-                [r.code for _, r in refused],
-                [r.field for _, r in refused],
-                [r.message for _, r in refused],
+                _json(
+                    [
+                        {
+                            "key": c.item.idempotency_key,
+                            "code": r.code,
+                            "field": r.field,
+                            "message": r.message,
+                        }
+                        for c, r in refused
+                    ]
+                ),
                 initiator,
             ),
         )
@@ -316,8 +337,8 @@ async def _wallets(conn: Conn, pairs: list[tuple[int, int]]) -> dict[tuple[int, 
     """Create-or-find the wallets ``(member_id, currency_id)``; their account ids."""
     ordered = sorted(set(pairs), key=lambda p: (p[1], p[0]))
     cur = await conn.execute(
-        "WITH want AS (SELECT * FROM unnest(%s::bigint[], %s::int[]) WITH ORDINALITY"
-        "              AS t(member_id, asset_id, ord)),"
+        "WITH want AS (SELECT (x.e->>0)::bigint AS member_id, (x.e->>1)::int AS asset_id, x.ord"
+        "                FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)),"
         " made AS (INSERT INTO accounts (kind, asset_id, member_id, stripes)"
         "          SELECT 'wallet', asset_id, member_id, 1 FROM want ORDER BY ord"
         "          ON CONFLICT DO NOTHING RETURNING id, member_id, asset_id)"
@@ -325,7 +346,7 @@ async def _wallets(conn: Conn, pairs: list[tuple[int, int]]) -> dict[tuple[int, 
         " UNION ALL"
         " SELECT a.id, a.member_id, a.asset_id FROM accounts a JOIN want w"
         "   ON a.kind = 'wallet' AND a.asset_id = w.asset_id AND a.member_id = w.member_id",
-        ([p[0] for p in ordered], [p[1] for p in ordered]),
+        (_json(ordered),),
     )
     found = {(int(m), int(a)): int(i) for i, m, a in await cur.fetchall()}
     missing = [p for p in ordered if p not in found]
@@ -333,9 +354,9 @@ async def _wallets(conn: Conn, pairs: list[tuple[int, int]]) -> dict[tuple[int, 
         # Created by a transaction that committed after this statement's snapshot.
         cur = await conn.execute(
             "SELECT a.id, a.member_id, a.asset_id FROM accounts a"
-            "  JOIN unnest(%s::bigint[], %s::int[]) AS w(member_id, asset_id)"
+            "  JOIN jsonb_to_recordset(%s::jsonb) AS w(member_id bigint, asset_id int)"
             "    ON a.kind = 'wallet' AND a.asset_id = w.asset_id AND a.member_id = w.member_id",
-            ([p[0] for p in missing], [p[1] for p in missing]),
+            (_json([{"member_id": m, "asset_id": a} for m, a in missing]),),
         )
         found.update({(int(m), int(a)): int(i) for i, m, a in await cur.fetchall()})
     assert all(p in found for p in ordered)
@@ -349,7 +370,11 @@ _STRIPES: dict[int, int] = {}
 async def _stripes(conn: Conn, account_ids: set[int]) -> dict[int, int]:
     unknown = sorted(a for a in account_ids if a not in _STRIPES)
     if unknown:
-        cur = await conn.execute("SELECT id, stripes FROM accounts WHERE id = ANY(%s)", (unknown,))
+        cur = await conn.execute(
+            "SELECT id, stripes FROM accounts"
+            " WHERE id IN (SELECT x::bigint FROM jsonb_array_elements_text(%s::jsonb) AS x)",
+            (_json(unknown),),
+        )
         for account_id, stripes in await cur.fetchall():
             _STRIPES[int(account_id)] = int(stripes)
     return {a: _STRIPES[a] for a in account_ids}
@@ -388,35 +413,40 @@ async def _post_all(
             raise UnbalancedEntry(f"earn entry does not balance: {bad}")
         drafts.append((c, legs, wallet_id, repay, currency.expiry.expires_at(now)))
 
-    def details(c: _Item, currency: Currency, v: int) -> str:
+    def details(c: _Item, currency: Currency, v: int) -> dict[str, Any]:
         extra = dict(c.item.details or {})
         info = {"currency": currency.code, "points": c.item.points, "value": micro_to_decimal(v)}
-        return json.dumps({**info, **extra}, sort_keys=True)
+        return {**info, **extra}
 
-    rates: dict[str, str] = {}
+    rates: dict[str, dict[str, str]] = {}
     for _, currency, _ in accepted:
         if currency.code not in rates:
             assert currency.rate is not None
-            rates[currency.code] = json.dumps(
-                {currency.code: rate_to_text(currency.rate)}, sort_keys=True
-            )
+            rates[currency.code] = {currency.code: rate_to_text(currency.rate)}
     cur = await conn.execute(
         "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id,"
         "                     member_id, rates, details, effective_at)"
-        " SELECT 'earn', %s, t.key, t.fp, %s, t.member_id, t.rates::jsonb, t.details::jsonb, %s"
-        "   FROM unnest(%s::text[], %s::bytea[], %s::bigint[], %s::text[], %s::text[])"
-        "        WITH ORDINALITY AS t(key, fp, member_id, rates, details, ord)"
-        "  ORDER BY t.ord"
+        " SELECT 'earn', %s, x.e->>0, decode(x.e->>1, 'hex'), %s, (x.e->>2)::bigint,"
+        "        x.e->3, x.e->4, %s"
+        "   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
+        "  ORDER BY x.ord"
         " RETURNING id, idempotency_key",
         (
             initiator,
             merchant_id,
             now,
-            [c.item.idempotency_key for c, _, _ in accepted],
-            [c.digest for c, _, _ in accepted],
-            [c.item.member_id for c, _, _ in accepted],
-            [rates[currency.code] for _, currency, _ in accepted],
-            [details(c, currency, v) for c, currency, v in accepted],
+            _json(
+                [
+                    [
+                        c.item.idempotency_key,
+                        c.digest.hex(),
+                        c.item.member_id,
+                        rates[currency.code],
+                        details(c, currency, v),
+                    ]
+                    for c, currency, v in accepted
+                ]
+            ),
         ),
     )
     entry_of = {str(key): int(entry_id) for entry_id, key in await cur.fetchall()}
@@ -431,32 +461,33 @@ async def _post_all(
     rows.sort()
     await conn.execute(
         "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
-        " SELECT t.entry_id, t.seq, t.account_id, t.asset_id, t.amount"
-        "   FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::int[], %s::bigint[])"
-        "        WITH ORDINALITY AS t(entry_id, seq, account_id, asset_id, amount, ord)"
-        "  ORDER BY t.ord",
-        (
-            [r[2] for r in rows],
-            [r[3] for r in rows],
-            [r[0] for r in rows],
-            [r[4] for r in rows],
-            [r[5] for r in rows],
-        ),
+        " SELECT (x.e->>2)::bigint, (x.e->>3)::smallint, (x.e->>0)::bigint, (x.e->>4)::int,"
+        "        (x.e->>5)::bigint"
+        "   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
+        "  ORDER BY x.ord",
+        (_json(rows),),
     )
 
     cur = await conn.execute(
         "INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)"
-        " SELECT t.wallet_id, t.entry_id, t.n, t.n, %s, t.expires_at"
-        "   FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[])"
-        "        WITH ORDINALITY AS t(wallet_id, entry_id, n, expires_at, ord)"
-        "  ORDER BY t.ord"
+        " SELECT (x.e->>0)::bigint, (x.e->>1)::bigint, (x.e->>2)::bigint, (x.e->>2)::bigint,"
+        "        %s, (x.e->>3)::timestamptz"
+        "   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
+        "  ORDER BY x.ord"
         " RETURNING id, entry_id",
         (
             now,
-            [wallet_id for _, _, wallet_id, _, _ in drafts],
-            [entry_of[c.item.idempotency_key] for c, *_ in drafts],
-            [c.item.points for c, *_ in drafts],
-            [expires for *_, expires in drafts],
+            _json(
+                [
+                    [
+                        wallet_id,
+                        entry_of[c.item.idempotency_key],
+                        c.item.points,
+                        None if expires is None else expires.isoformat(),
+                    ]
+                    for c, _, wallet_id, _, expires in drafts
+                ]
+            ),
         ),
     )
     lot_of = {int(entry_id): int(lot_id) for lot_id, entry_id in await cur.fetchall()}
@@ -471,7 +502,8 @@ async def _post_all(
         lot_ids = sorted(moves)
         await conn.execute(
             "INSERT INTO lot_moves (entry_id, lot_id, amount)"
-            " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])",
-            ([move_entry[i] for i in lot_ids], lot_ids, [moves[i] for i in lot_ids]),
+            " SELECT (x.e->>0)::bigint, (x.e->>1)::bigint, (x.e->>2)::bigint"
+            "   FROM jsonb_array_elements(%s::jsonb) AS x(e)",
+            (_json([[move_entry[i], i, moves[i]] for i in lot_ids]),),
         )
     return entry_of

@@ -21,6 +21,8 @@ from exchange.ledger import engine
 from exchange.ledger.accounts import (
     Currency,
     currency_by_code,
+    currency_by_code_query,
+    currency_from_row,
     issuer_liability_micro,
     settlement_account,
     settlement_asset,
@@ -51,7 +53,11 @@ def check_points_field(n: int, field: str = "points") -> None:
 
 async def usable_currency(conn: Conn, code: str, at: datetime, *, issuing: bool) -> Currency:
     """The currency ``code``; refused when unknown, or (when issuing) inactive."""
-    currency = await currency_by_code(conn, code, at)
+    return check_usable(await currency_by_code(conn, code, at), code, issuing=issuing)
+
+
+def check_usable(currency: Currency | None, code: str, *, issuing: bool) -> Currency:
+    """``currency`` (looked up by ``code``) if usable; refused when unknown or inactive."""
     if currency is None:
         raise Refusal(errors.UNKNOWN_CURRENCY, f"no currency {code!r}", "currency")
     if currency.rate is None:
@@ -217,9 +223,11 @@ async def earn(
     extra = details or {}
     request = {"member": member_id, "currency": currency_code, "points": points, **extra}
 
+    now = clock.now()
+
     async def body(conn: Conn, claim: Claim) -> int:
-        now = clock.now()
-        currency = await usable_currency(conn, currency_code, now, issuing=True)
+        # The currency was read with the claim (one round trip for both).
+        currency = check_usable(currency_from_row(claim.read), currency_code, issuing=True)
         return await post_earn(
             conn,
             claim,
@@ -238,6 +246,7 @@ async def earn(
         operation="earn",
         request=request,
         body=body,
+        read=currency_by_code_query(currency_code, now),
     )
 
 
@@ -274,9 +283,10 @@ async def redeem(
         **extra,
     }
 
+    now = clock.now()
+
     async def body(conn: Conn, claim: Claim) -> int:
-        now = clock.now()
-        currency = await usable_currency(conn, currency_code, now, issuing=False)
+        currency = check_usable(currency_from_row(claim.read), currency_code, issuing=False)
         n = points
         cash_due = 0
         if order_total_micro is not None:
@@ -327,6 +337,7 @@ async def redeem(
         operation="redeem",
         request=request,
         body=body,
+        read=currency_by_code_query(currency_code, now),
     )
 
 

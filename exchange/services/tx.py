@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -58,6 +58,8 @@ class Claim:
     initiator: str
     key: str
     fingerprint: bytes
+    read: tuple[Any, ...] | None = None
+    """The row of the ``read`` query run with the claim (see :func:`idempotent`)."""
 
 
 @dataclass(frozen=True)
@@ -75,21 +77,31 @@ async def idempotent(
     operation: str,
     request: dict[str, Any],
     body: Callable[[Conn, Claim], Awaitable[int]],
+    read: tuple[str, Sequence[Any]] | None = None,
 ) -> Outcome:
     """Run ``body`` once per ``(initiator, key)``; replay the stored outcome afterwards.
 
     ``body`` posts one entry and returns its id, or raises :class:`Refusal` *before* it
     writes anything; the refusal is then stored under the key and raised to the caller.
+    ``read`` (a read-only query and its parameters) runs in the same statement as the claim
+    and its first row reaches ``body`` as ``Claim.read``: a lookup the body needs costs no
+    round trip of its own.
     """
     idempotency.check_key(key)
     digest = idempotency.fingerprint(operation, request)
 
     async def attempt(conn: Conn) -> tuple[int | None, Refusal | None, bool]:
-        prior = await idempotency.claim(conn, initiator, key, operation, digest)
+        found = None
+        if read is None:
+            prior = await idempotency.claim(conn, initiator, key, operation, digest)
+        else:
+            prior, found = await idempotency.claim_and_read(
+                conn, initiator, key, operation, digest, read
+            )
         if prior is not None:
             return prior.entry_id, prior.refusal, True
         try:
-            return await body(conn, Claim(initiator, key, digest)), None, False
+            return await body(conn, Claim(initiator, key, digest, found)), None, False
         except Refusal as refusal:
             await idempotency.record_refusal(conn, initiator, key, refusal)
             return None, refusal, False

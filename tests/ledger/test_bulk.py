@@ -410,3 +410,100 @@ async def test_concurrent_bulk_and_single_writers_take_balance_rows_in_one_order
         assert hub.verify() == []
     finally:
         await hub.pool.close()
+
+
+BATCH = """
+mutation($input: AwardPointsBatchInput!) {
+  awardPointsBatch(input: $input) {
+    awarded refused
+    results { idempotencyKey entryId points replayed userErrors { code field message } }
+    userErrors { code field message }
+  }
+}"""
+
+
+async def test_the_award_points_batch_mutation(hub: Hub) -> None:
+    """``awardPointsBatch`` through GraphQL: per-item results in input order, replays."""
+    import strawberry
+
+    from exchange.api.bulk import BulkMutation
+    from exchange.api.context import Context
+    from exchange.api.loaders import Loaders
+    from exchange.api.queries import Query
+    from exchange.api.schema import NODE_TYPES, config
+    from exchange.config import Settings
+
+    schema = strawberry.Schema(
+        query=Query, mutation=BulkMutation, types=NODE_TYPES, config=config(True)
+    )
+
+    async def call(actor_shop: str, items: list[dict[str, Any]]) -> Any:
+        context = Context(
+            request=None,
+            response=None,
+            actor=hub.merchants[actor_shop],
+            pool=hub.pool,
+            settings=Settings(),
+            secrets=None,
+            loaders=Loaders(hub.pool),
+        )
+        result = await schema.execute(
+            BATCH, variable_values={"input": {"items": items}}, context_value=context
+        )
+        assert result.errors is None, result.errors
+        assert result.data is not None
+        return result.data["awardPointsBatch"]
+
+    def award(ref: str, currency: str, points: str, key: str, **more: str) -> dict[str, Any]:
+        return {
+            "customerRef": ref,
+            "currency": currency,
+            "points": points,
+            "idempotencyKey": key,
+            **more,
+        }
+
+    items = [
+        award("cust-0", "APT", "100", "g1", reason="welcome"),
+        award("nobody", "APT", "5", "g2"),
+        award("cust-1", "NOPE", "5", "g3"),
+        award("cust-1", "APT", "0", "g4"),
+        award("cust-1", "APT", "1.5", "g5"),
+        award("cust-1", "BPT", "1.25", "g6"),  # partner earn, scale 2
+        award("cust-2", "APT", "7", "bad key"),
+    ]
+    out = await call("a", items)
+    assert [r["idempotencyKey"] for r in out["results"]] == [i["idempotencyKey"] for i in items]
+    assert [[e["code"] for e in r["userErrors"]] for r in out["results"]] == [
+        [],
+        ["NOT_FOUND"],
+        ["UNKNOWN_CURRENCY"],
+        ["INVALID_AMOUNT"],
+        ["INVALID_AMOUNT"],
+        [],
+        ["INVALID_IDEMPOTENCY_KEY"],
+    ]
+    assert (out["awarded"], out["refused"]) == (2, 5)
+    assert out["results"][5]["points"] == "1.25"
+    assert await hub.wallet(hub.member_ids[0], "APT") == 100
+    assert await hub.wallet(hub.member_ids[1], "BPT") == 125
+    first = out["results"][0]["entryId"]
+    again = await call("a", items[:1])
+    assert again["results"][0]["entryId"] == first
+    assert again["results"][0]["replayed"] is True
+    # The same key, request and reason through the single mutation's service replays it.
+    outcome = await points.earn(
+        hub.pool,
+        hub.merchants["a"],
+        member_id=hub.member_ids[0],
+        currency_code="APT",
+        points=100,
+        idempotency_key="g1",
+        details={"reason": "welcome"},
+    )
+    assert outcome.replayed
+    too_many = await call("a", [award("cust-0", "APT", "1", f"m{i}") for i in range(1001)])
+    assert too_many["results"] == []
+    assert [e["code"] for e in too_many["userErrors"]] == ["INVALID_INPUT"]
+    assert await hub.count("entries") == 2
+    assert hub.verify() == []
