@@ -187,6 +187,15 @@ def wallet_plan(alliance: Alliance) -> Plan:
                 yield k, i, 100
 
 
+async def seal_chain(url: str) -> None:
+    """Seal the hash chain over every committed entry (as the hub's sealer would)."""
+    pool: Pool = await create_pool(url, min_size=1, max_size=1)
+    try:
+        await seal(pool, sealed_by="bench")
+    finally:
+        await pool.close()
+
+
 async def settle_in(url: str) -> float:
     """Seal the hash chain over what was loaded and refresh planner statistics; seconds."""
     started = time.perf_counter()
