@@ -24,6 +24,7 @@ import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ class SigningKey:
         key = Ed25519PrivateKey.generate()
         return cls(kid=thumbprint(key.public_key()), private_key=key, created_at=_now())
 
-    @property
+    @cached_property
     def public_key(self) -> Ed25519PublicKey:
         return self.private_key.public_key()
 
@@ -119,6 +120,10 @@ class Secrets:
             if key.kid == kid:
                 return key.public_key
         return None
+
+    def knows(self, kid: str) -> bool:
+        """True while ``kid`` is in the key set."""
+        return any(key.kid == kid for key in self.jwt_keys)
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         """The public JWK set (no private material)."""

@@ -10,6 +10,12 @@ Verified API keys are cached in-process for at most :data:`API_KEY_CACHE_TTL_S` 
 keyed by the key's hash, so the hot path does not query the database on every request. A
 revoked key, or the key of a merchant that was suspended, therefore stops working within
 that many seconds on every server process; a key's own expiry is honoured exactly.
+
+Verified tokens are cached in-process too (:class:`TokenCache`), keyed by the whole token,
+so a client that sends the same token many times pays for one signature check: a token is
+immutable, and the cache keeps it no longer than its own ``exp`` (plus the same leeway the
+verification allows) and only while its ``kid`` is still in the process's key set.
+Failures are never cached.
 """
 
 from __future__ import annotations
@@ -137,9 +143,84 @@ async def authenticate_api_key_cached(
 
 # -- tokens -----------------------------------------------------------------------------------
 
+TOKEN_CACHE_TTL_S = 300.0
+TOKEN_CACHE_MAX_ENTRIES = 20_000
+
+
+@dataclass(frozen=True)
+class _CachedToken:
+    actor: Actor
+    kid: str
+    valid_until: float
+    """Wall-clock time (``time.time()``) after which the token is expired: ``exp`` + leeway."""
+    cached_until: float
+
+
+class TokenCache:
+    """Verified access tokens by their text, each kept until its expiry or ``ttl_s``."""
+
+    def __init__(
+        self,
+        ttl_s: float = TOKEN_CACHE_TTL_S,
+        max_entries: int = TOKEN_CACHE_MAX_ENTRIES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[tuple[str, str, str], _CachedToken] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: tuple[str, str, str], secrets: Secrets) -> Actor | None:
+        """The actor of ``token`` (``(issuer, audience, text)``) if verified before."""
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        now = self.clock()
+        if now >= entry.valid_until or now >= entry.cached_until or not secrets.knows(entry.kid):
+            del self._entries[token]
+            return None
+        return entry.actor
+
+    def put(self, token: tuple[str, str, str], actor: Actor, kid: str, exp: float) -> None:
+        now = self.clock()
+        if len(self._entries) >= self.max_entries:
+            for stale in [t for t, e in self._entries.items() if e.cached_until <= now]:
+                del self._entries[stale]
+            while len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+        self._entries[token] = _CachedToken(actor, kid, exp + LEEWAY_S, now + self.ttl_s)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+TOKEN_CACHE = TokenCache()
+"""The process-wide cache of verified tokens used by :func:`authenticate`."""
+
+
+def verify_token_cached(
+    token: str, secrets: Secrets, settings: Settings, cache: TokenCache
+) -> Actor:
+    """:func:`verify_token`, answered from ``cache`` for a token verified before."""
+    cache_key = (settings.jwt_issuer, settings.jwt_audience, token)
+    actor = cache.get(cache_key, secrets)
+    if actor is not None:
+        return actor
+    actor, kid, exp = _verify_token(token, secrets, settings)
+    cache.put(cache_key, actor, kid, exp)
+    return actor
+
 
 def verify_token(token: str, secrets: Secrets, settings: Settings) -> Actor:
     """The actor of a valid access token; :class:`AuthError` for anything else."""
+    return _verify_token(token, secrets, settings)[0]
+
+
+def _verify_token(token: str, secrets: Secrets, settings: Settings) -> tuple[Actor, str, float]:
+    """The actor, key id and ``exp`` of a valid access token."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as exc:
@@ -172,17 +253,19 @@ def verify_token(token: str, secrets: Secrets, settings: Settings) -> Actor:
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
         raise AuthError("invalid token: empty subject")
+    exp = float(claims["exp"])
     if role != MEMBER:
-        return Actor(role=str(role), subject=subject)
+        return Actor(role=str(role), subject=subject), kid, exp
     match = _MEMBER_SUBJECT_RE.match(subject)
     merchant_id = claims.get("mid")
     if match is None:
         raise AuthError("invalid token: a member token's subject is member:<id>")
     if isinstance(merchant_id, bool) or not isinstance(merchant_id, int) or merchant_id <= 0:
         raise AuthError("invalid token: a member token names its merchant (mid)")
-    return Actor(
+    actor = Actor(
         role=MEMBER, member_id=int(match.group(1)), merchant_id=merchant_id, subject=subject
     )
+    return actor, kid, exp
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -206,6 +289,7 @@ async def authenticate(
     settings: Settings,
     *,
     cache: ApiKeyCache | None = None,
+    tokens: TokenCache | None = None,
 ) -> Actor | None:
     """The actor a request acts for: ``None`` without an Authorization header.
 
@@ -220,7 +304,9 @@ async def authenticate(
         return await authenticate_api_key_cached(
             credential, pool, secrets, API_KEY_CACHE if cache is None else cache
         )
-    return verify_token(credential, secrets, settings)
+    return verify_token_cached(
+        credential, secrets, settings, TOKEN_CACHE if tokens is None else tokens
+    )
 
 
 def unauthenticated_response(message: str) -> Response:

@@ -19,12 +19,15 @@ from psycopg_pool import AsyncConnectionPool
 from exchange.api.auth import (
     API_KEY_CACHE,
     API_KEY_CACHE_TTL_S,
+    LEEWAY_S,
     ApiKeyCache,
     AuthError,
+    TokenCache,
     authenticate,
     bearer_credential,
     unauthenticated_response,
     verify_token,
+    verify_token_cached,
 )
 from exchange.config import Settings
 from exchange.db.pool import create_pool
@@ -114,7 +117,9 @@ def sign_raw(header: dict[str, Any], payload: dict[str, Any], secrets: Secrets) 
 async def auth(
     header: str | None, pool: Pool, secrets: Secrets, settings: Settings
 ) -> Actor | None:
-    return await authenticate(header, pool, secrets, settings, cache=ApiKeyCache())
+    return await authenticate(
+        header, pool, secrets, settings, cache=ApiKeyCache(), tokens=TokenCache()
+    )
 
 
 async def rejected(header: str, pool: Pool, secrets: Secrets, settings: Settings) -> str:
@@ -450,6 +455,79 @@ def test_the_cache_honours_the_keys_own_expiry_and_its_size() -> None:
     assert cache.get(b"b") is None
     assert len(cache) == 1
     cache.clear()
+    assert len(cache) == 0
+
+
+# -- the token cache --------------------------------------------------------------------------
+
+
+def test_a_verified_token_is_served_from_the_cache_until_it_expires(
+    config: Settings, keys: Secrets, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exchange.api.auth as auth_module
+
+    now = [time.time()]
+    cache = TokenCache(ttl_s=3600, clock=lambda: now[0])
+    exp = int(now[0]) + 60
+    token = sign(claims(config, role=MEMBER, sub="member:5", mid=3, exp=exp), keys)
+    actor = verify_token_cached(token, keys, config, cache)
+    assert actor == Actor(role=MEMBER, member_id=5, merchant_id=3, subject="member:5")
+    assert len(cache) == 1
+
+    def no_signature_check(*args: Any) -> Any:
+        raise AuthError("verified again")
+
+    monkeypatch.setattr(auth_module, "_verify_token", no_signature_check)
+    assert verify_token_cached(token, keys, config, cache) == actor  # no second check
+    now[0] = exp + LEEWAY_S - 1
+    assert verify_token_cached(token, keys, config, cache) == actor
+    now[0] = exp + LEEWAY_S  # expired (beyond the leeway): checked again, and refused
+    with pytest.raises(AuthError, match="verified again"):
+        verify_token_cached(token, keys, config, cache)
+    assert len(cache) == 0
+
+
+def test_the_token_cache_is_bounded_by_its_ttl_and_size(config: Settings, keys: Secrets) -> None:
+    now = [time.time()]
+    cache = TokenCache(ttl_s=10, max_entries=2, clock=lambda: now[0])
+    tokens = [sign(claims(config, sub=f"ops:{i}"), keys) for i in range(3)]
+    for token in tokens:
+        verify_token_cached(token, keys, config, cache)
+    assert len(cache) == 2  # the oldest made room
+    now[0] += 10
+    assert cache.get((config.jwt_issuer, config.jwt_audience, tokens[2]), keys) is None
+
+
+def test_a_cached_token_of_a_key_that_left_the_key_set_is_refused(
+    config: Settings, keys: Secrets
+) -> None:
+    cache = TokenCache()
+    token = sign(claims(config), keys)
+    assert verify_token_cached(token, keys, config, cache).role == ADMIN
+    other = Secrets(jwt_keys=(SigningKey.generate(),), api_key_pepper=keys.api_key_pepper)
+    with pytest.raises(AuthError, match="unknown key"):
+        verify_token_cached(token, other, config, cache)
+
+
+def test_the_token_cache_keeps_audience_and_issuer_apart(
+    tmp_path: Path, config: Settings, keys: Secrets
+) -> None:
+    cache = TokenCache()
+    token = sign(claims(config), keys)
+    verify_token_cached(token, keys, config, cache)
+    elsewhere = Settings(data_dir=tmp_path / "data", jwt_audience="another-hub").validate()
+    with pytest.raises(AuthError, match="invalid token"):
+        verify_token_cached(token, keys, elsewhere, cache)
+
+
+def test_refused_tokens_are_never_cached(config: Settings, keys: Secrets) -> None:
+    cache = TokenCache()
+    good = sign(claims(config), keys)
+    head, payload, signature = good.split(".")
+    forged = f"{head}.{b64(claims(config, role=FINANCE))}.{signature}"
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            verify_token_cached(forged, keys, config, cache)
     assert len(cache) == 0
 
 
