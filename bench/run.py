@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from bench import history, hubapp, pg, procs, scenarios, seed
+from bench import history, pg, procs, scenarios, seed
 from bench.load import event_loop_runner
 from bench.pg import BenchError, Server
 from exchange.config import Settings
@@ -134,18 +134,9 @@ def run(options: Options) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="exchange-bench-"))
     loop = event_loop_runner()
     results: dict[str, Any] = {"profile": p.name, "machine": _machine()}
-    batch_merged = hubapp.has_batch_mutation()
-    app_factory = None if batch_merged else "bench.hubapp:app_from_env"
-    results["hub"] = {
-        "workers": WORKERS,
-        "command": "exchange serve --workers 2"
-        if batch_merged
-        else "uvicorn bench.hubapp:app_from_env --factory --workers 2 (awardPointsBatch added)",
-        "env": HUB_ENV,
-    }
+    app_factory = None
+    results["hub"] = {"workers": WORKERS, "command": "exchange serve --workers 2", "env": HUB_ENV}
     say(f"bench ({p.name}): work directory {workdir}")
-    if not batch_merged:
-        say("  note: awardPointsBatch is not in the schema yet; serving with it added")
     if os.getloadavg()[0] > 0.5:
         say(f"  note: load average {os.getloadavg()[0]:.2f} at start: other work shares the CPU")
     outcomes: dict[str, scenarios.Outcome] = {}

@@ -12,6 +12,7 @@ statement, no ``BEGIN``/``COMMIT`` around it.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from exchange.ledger.engine import Conn
+from exchange.ledger.engine import Conn, EntryDraft
 from exchange.services.tx import Pool
 
 
@@ -114,6 +115,24 @@ class EntryRow:
     details: dict[str, Any]
     effective_at: datetime
     recorded_at: datetime
+
+
+def posted_entry_row(entry_id: int, recorded_at: datetime, draft: EntryDraft) -> EntryRow:
+    """The row an entry written from ``draft`` has, without reading it back (JSON values go
+    through the same encoding the database stores)."""
+    return EntryRow(
+        id=entry_id,
+        kind=draft.kind,
+        initiator=draft.initiator,
+        merchant_id=draft.merchant_id,
+        member_id=draft.member_id,
+        reverses_entry_id=draft.reverses_entry_id,
+        quote_id=draft.quote_id,
+        rates=json.loads(json.dumps(draft.rates, sort_keys=True)),
+        details=json.loads(json.dumps(draft.details, sort_keys=True)),
+        effective_at=draft.effective_at,
+        recorded_at=recorded_at,
+    )
 
 
 ENTRY_COLUMNS = """

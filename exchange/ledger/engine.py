@@ -64,6 +64,8 @@ class Posted:
     entry_id: int
     recorded_at: datetime
     lot_ids: tuple[int, ...]
+    draft: EntryDraft | None = None
+    """What was written (the entry's row is ``draft`` plus ``entry_id`` and ``recorded_at``)."""
 
 
 _POST = """
@@ -105,12 +107,8 @@ SELECT %s, t.lot_id, t.amount FROM unnest(%s::bigint[], %s::bigint[]) AS t(lot_i
 """
 
 
-async def post(conn: Conn, draft: EntryDraft) -> Posted:
-    """Write ``draft`` in the caller's transaction and return the new entry's id.
-
-    One round trip in the common case; a second one only when a new lot starts by repaying
-    a points debt (its move needs the new lot's id).
-    """
+def _checked_params(draft: EntryDraft) -> dict[str, Any]:
+    """The parameters of :data:`_POST` for ``draft``, once the draft is checked."""
     legs = merge_legs(draft.legs)
     bad = imbalances(legs)
     if bad:
@@ -118,47 +116,84 @@ async def post(conn: Conn, draft: EntryDraft) -> Posted:
     if not legs:
         raise UnbalancedEntry(f"{draft.kind} entry has no postings")
     moves = [(lot_id, amount) for lot_id, amount in draft.lot_moves if amount != 0]
-    cur = await conn.execute(
-        _POST,
-        {
-            "kind": draft.kind,
-            "initiator": draft.initiator,
-            "key": draft.idempotency_key,
-            "fingerprint": draft.fingerprint,
-            "merchant": draft.merchant_id,
-            "member": draft.member_id,
-            "reverses": draft.reverses_entry_id,
-            "quote": draft.quote_id,
-            "rates": json.dumps(draft.rates, sort_keys=True),
-            "details": json.dumps(draft.details, sort_keys=True),
-            "at": draft.effective_at,
-            "seq": list(range(1, len(legs) + 1)),
-            "accounts": [leg.account_id for leg in legs],
-            "assets": [leg.asset_id for leg in legs],
-            "amounts": [leg.amount for leg in legs],
-            "lot_wallets": [lot.wallet_id for lot in draft.new_lots],
-            "lot_amounts": [lot.amount for lot in draft.new_lots],
-            "lot_expiry": [lot.expires_at for lot in draft.new_lots],
-            "move_lots": [m[0] for m in moves],
-            "move_amounts": [m[1] for m in moves],
-        },
-    )
-    row = await cur.fetchone()
+    return {
+        "kind": draft.kind,
+        "initiator": draft.initiator,
+        "key": draft.idempotency_key,
+        "fingerprint": draft.fingerprint,
+        "merchant": draft.merchant_id,
+        "member": draft.member_id,
+        "reverses": draft.reverses_entry_id,
+        "quote": draft.quote_id,
+        "rates": json.dumps(draft.rates, sort_keys=True),
+        "details": json.dumps(draft.details, sort_keys=True),
+        "at": draft.effective_at,
+        "seq": list(range(1, len(legs) + 1)),
+        "accounts": [leg.account_id for leg in legs],
+        "assets": [leg.asset_id for leg in legs],
+        "amounts": [leg.amount for leg in legs],
+        "lot_wallets": [lot.wallet_id for lot in draft.new_lots],
+        "lot_amounts": [lot.amount for lot in draft.new_lots],
+        "lot_expiry": [lot.expires_at for lot in draft.new_lots],
+        "move_lots": [m[0] for m in moves],
+        "move_amounts": [m[1] for m in moves],
+    }
+
+
+def _posted(row: Any, draft: EntryDraft) -> Posted:
     assert row is not None
-    entry_id, recorded_at = int(row[0]), row[1]
-    lot_ids = [int(i) for i in row[2]]
+    lot_ids = tuple(int(i) for i in row[2])
     assert len(lot_ids) == len(draft.new_lots)
+    return Posted(entry_id=int(row[0]), recorded_at=row[1], lot_ids=lot_ids, draft=draft)
+
+
+async def post(conn: Conn, draft: EntryDraft) -> Posted:
+    """Write ``draft`` in the caller's transaction and return the new entry's id.
+
+    One round trip in the common case; a second one only when a new lot starts by repaying
+    a points debt (its move needs the new lot's id).
+    """
+    cur = await conn.execute(_POST, _checked_params(draft))
+    posted = _posted(await cur.fetchone(), draft)
     repays = [
         (lot_id, -lot.repays_debt)
-        for lot_id, lot in zip(lot_ids, draft.new_lots, strict=True)
+        for lot_id, lot in zip(posted.lot_ids, draft.new_lots, strict=True)
         if lot.repays_debt
     ]
     if repays:
         await conn.execute(
             _INSERT_LOT_MOVES,
-            (entry_id, [m[0] for m in repays], [m[1] for m in repays]),
+            (posted.entry_id, [m[0] for m in repays], [m[1] for m in repays]),
         )
-    return Posted(entry_id=entry_id, recorded_at=recorded_at, lot_ids=tuple(lot_ids))
+    return posted
+
+
+class PendingPost:
+    """An entry sent to the database whose result is read later (see :func:`post_queued`)."""
+
+    def __init__(self, draft: EntryDraft, cursor: Any = None, posted: Posted | None = None):
+        self.draft = draft
+        self._cursor = cursor
+        self._posted = posted
+
+    async def result(self) -> Posted:
+        """The written entry; in pipeline mode, call it once the pipeline has synced."""
+        if self._posted is None:
+            self._posted = _posted(await self._cursor.fetchone(), self.draft)
+        return self._posted
+
+
+async def post_queued(conn: Conn, draft: EntryDraft) -> PendingPost:
+    """:func:`post`, without waiting for the answer when ``conn`` is in pipeline mode.
+
+    The statement is queued with what follows it (the ``COMMIT``), so writing an entry and
+    committing cost one round trip together. A draft whose new lot repays a points debt
+    needs the lot's id for a second statement, so it is posted (and waited for) at once.
+    """
+    if any(lot.repays_debt for lot in draft.new_lots):
+        return PendingPost(draft, posted=await post(conn, draft))
+    cur = await conn.execute(_POST, _checked_params(draft))
+    return PendingPost(draft, cursor=cur)
 
 
 async def lock_member_wallet(conn: Conn, member_id: int, asset_id: int) -> tuple[int, int] | None:

@@ -57,10 +57,10 @@ async def claim(
     )
     if await cur.fetchone() is not None:
         return None
-    return await _prior(conn, initiator, key, operation, digest)
+    return await prior(conn, initiator, key, operation, digest)
 
 
-async def _prior(conn: Conn, initiator: str, key: str, operation: str, digest: bytes) -> Prior:
+async def prior(conn: Conn, initiator: str, key: str, operation: str, digest: bytes) -> Prior:
     """The outcome stored under a key another request claimed (and has committed)."""
     cur = await conn.execute(
         "SELECT r.operation, r.fingerprint, r.refusal_code, r.refusal_field, r.refusal_message,"
@@ -117,7 +117,7 @@ async def claim_and_read(
     found = None if row[1] is None else tuple(row[1:])
     if row[0]:
         return None, found
-    return await _prior(conn, initiator, key, operation, digest), found
+    return await prior(conn, initiator, key, operation, digest), found
 
 
 async def record_refusal(conn: Conn, initiator: str, key: str, refusal: Refusal) -> None:

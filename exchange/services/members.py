@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from exchange.domain.errors import Forbidden, NotFound, Refusal
 from exchange.ledger.engine import Conn
+from exchange.ledger.facts import facts_of
 from exchange.services.actors import Actor
 from exchange.services.tx import Pool, transaction
 
@@ -63,6 +64,22 @@ async def link_member(
         return target, True
 
     return await transaction(pool, work)
+
+
+async def member_by_ref(pool: Pool, merchant_id: int, customer_ref: str) -> int:
+    """:func:`member_for_ref` on a pooled connection, answered from the database's cached
+    facts once found (links are never changed or removed)."""
+    facts = facts_of(pool)
+    member_id = facts.link(merchant_id, customer_ref)
+    if member_id is None:
+        async with pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                member_id = await member_for_ref(conn, merchant_id, customer_ref)
+            finally:
+                await conn.set_autocommit(False)
+        facts.remember_link(merchant_id, customer_ref, member_id)
+    return member_id
 
 
 async def member_for_ref(conn: Conn, merchant_id: int, customer_ref: str) -> int:

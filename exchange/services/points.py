@@ -28,11 +28,14 @@ from exchange.ledger.accounts import (
     settlement_asset,
     wallet,
 )
+from exchange.ledger.claims import Claimed, claim_and_lock_wallet
 from exchange.ledger.engine import Conn, EntryDraft, NewLot
+from exchange.ledger.facts import CurrencyFacts, Facts, facts_of
+from exchange.ledger.idempotency import Prior
 from exchange.services import clock
 from exchange.services.actors import ADMIN, Actor
 from exchange.services.expiry import expire_overdue
-from exchange.services.tx import Claim, Outcome, Pool, idempotent
+from exchange.services.tx import Claim, Outcome, Pool, idempotent, idempotent_queued
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,17 @@ async def check_exposure(conn: Conn, currency: Currency, adding_micro: int, at: 
 
 
 async def credit_wallet(
-    conn: Conn, member_id: int, currency: Currency, n: int
+    conn: Conn,
+    member_id: int,
+    currency: Currency,
+    n: int,
+    locked: tuple[int, int] | None = None,
 ) -> tuple[int, NewLot]:
-    """Create-or-lock the member's wallet and plan the lot an ``n``-point credit opens."""
-    found = await engine.lock_member_wallet(conn, member_id, currency.id)
+    """Create-or-lock the member's wallet and plan the lot an ``n``-point credit opens.
+
+    ``locked``: the wallet's ``(id, balance)`` when the caller has locked it already.
+    """
+    found = locked or await engine.lock_member_wallet(conn, member_id, currency.id)
     if found is None:
         created = await wallet(conn, member_id, currency.id, create=True)
         assert created is not None
@@ -163,41 +173,72 @@ async def post_earn(
     Shared by :func:`earn` and the rule-based earns of :mod:`exchange.services.rules`, which
     decide the points inside the same transaction (caps).
     """
+    draft = await draft_earn(
+        conn,
+        claim,
+        merchant_id=merchant_id,
+        member_id=member_id,
+        currency=currency,
+        points=points,
+        now=now,
+        details=details,
+    )
+    return (await engine.post(conn, draft)).entry_id
+
+
+async def draft_earn(
+    conn: Conn,
+    claim: Claim,
+    *,
+    merchant_id: int,
+    member_id: int,
+    currency: Currency,
+    points: int,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+    wallet: tuple[int, int] | None = None,
+    facts: Facts | None = None,
+) -> EntryDraft:
+    """The entry of an earn, its wallet locked (``wallet``: locked by the caller already).
+
+    ``facts``: the database's cached fixed facts, to find settlement accounts without a
+    statement.
+    """
     extra = details or {}
     v = currency.value(points)
     await check_exposure(conn, currency, v, now)
-    wallet_id, lot = await credit_wallet(conn, member_id, currency, points)
+    wallet_id, lot = await credit_wallet(conn, member_id, currency, points, wallet)
     lot = NewLot(lot.wallet_id, lot.amount, currency.expiry.expires_at(now), lot.repays_debt)
     legs = [
         Leg(currency.outstanding_id, currency.id, -points),
         Leg(wallet_id, currency.id, points),
     ]
     if merchant_id != currency.issuer_id:
-        asset = await settlement_asset(conn)
-        payer = await settlement_account(conn, merchant_id)
+        if facts is None:
+            asset = await settlement_asset(conn)
+            payer = await settlement_account(conn, merchant_id)
+        else:
+            asset = await facts.settlement_asset(conn)
+            payer = await facts.settlement_account(conn, merchant_id)
         legs += [Leg(payer, asset.id, -v), Leg(currency.issuer_settlement_id, asset.id, v)]
-    posted = await engine.post(
-        conn,
-        EntryDraft(
-            kind="earn",
-            initiator=claim.initiator,
-            idempotency_key=claim.key,
-            fingerprint=claim.fingerprint,
-            effective_at=now,
-            legs=legs,
-            merchant_id=merchant_id,
-            member_id=member_id,
-            rates=_rates(currency),
-            details={
-                "currency": currency.code,
-                "points": points,
-                "value": micro_to_decimal(v),
-                **extra,
-            },
-            new_lots=[lot],
-        ),
+    return EntryDraft(
+        kind="earn",
+        initiator=claim.initiator,
+        idempotency_key=claim.key,
+        fingerprint=claim.fingerprint,
+        effective_at=now,
+        legs=legs,
+        merchant_id=merchant_id,
+        member_id=member_id,
+        rates=_rates(currency),
+        details={
+            "currency": currency.code,
+            "points": points,
+            "value": micro_to_decimal(v),
+            **extra,
+        },
+        new_lots=[lot],
     )
-    return posted.entry_id
 
 
 async def earn(
@@ -224,6 +265,12 @@ async def earn(
     request = {"member": member_id, "currency": currency_code, "points": points, **extra}
 
     now = clock.now()
+    facts = facts_of(pool)
+    known = await known_currency(pool, currency_code)
+    if known is not None:
+        return await _earn_queued(
+            pool, actor, facts, known, member_id, points, idempotency_key, extra, request, now
+        )
 
     async def body(conn: Conn, claim: Claim) -> int:
         # The currency was read with the claim (one round trip for both).
@@ -247,6 +294,79 @@ async def earn(
         request=request,
         body=body,
         read=currency_by_code_query(currency_code, now),
+    )
+
+
+async def known_currency(pool: Pool, code: str) -> CurrencyFacts | None:
+    """The fixed facts of point currency ``code``, cached (``None``: no such currency)."""
+    facts = facts_of(pool)
+    found = facts.cached_currency(code)
+    if found is None:
+        async with pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                found = await facts.currency(conn, code)
+            finally:
+                await conn.set_autocommit(False)
+    return found
+
+
+async def _earn_queued(
+    pool: Pool,
+    actor: Actor,
+    facts: Facts,
+    known: CurrencyFacts,
+    member_id: int,
+    points: int,
+    idempotency_key: str,
+    extra: dict[str, Any],
+    request: dict[str, Any],
+    now: datetime,
+) -> Outcome:
+    """:func:`earn` of a currency whose fixed facts are cached: two round trips.
+
+    The first claims the key, reads the currency's state and locks the wallet; the second
+    writes the entry and commits.
+    """
+    merchant_id = actor.merchant_id
+    assert merchant_id is not None
+
+    async def claim(conn: Conn, digest: bytes) -> tuple[Prior | None, Claimed | None]:
+        return await claim_and_lock_wallet(
+            conn,
+            initiator=actor.initiator,
+            key=idempotency_key,
+            operation="earn",
+            digest=digest,
+            facts=known,
+            member_id=member_id,
+            at=now,
+        )
+
+    async def body(conn: Conn, claim: Claim, found: Claimed) -> engine.PendingPost:
+        currency = check_usable(found.currency, known.code, issuing=True)
+        draft = await draft_earn(
+            conn,
+            claim,
+            merchant_id=merchant_id,
+            member_id=member_id,
+            currency=currency,
+            points=points,
+            now=now,
+            details=extra,
+            wallet=found.wallet,
+            facts=facts,
+        )
+        return await engine.post_queued(conn, draft)
+
+    return await idempotent_queued(
+        pool,
+        initiator=actor.initiator,
+        key=idempotency_key,
+        operation="earn",
+        request=request,
+        claim=claim,
+        body=body,
     )
 
 

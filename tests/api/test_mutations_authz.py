@@ -88,6 +88,15 @@ MATRIX: dict[str, tuple[str, dict[str, Any], frozenset[str]]] = {
         },
         frozenset({MERCHANT}),
     ),
+    "awardPointsBatch": (
+        "AwardPointsBatchInput",
+        {
+            "items": [
+                {"customerRef": "alice", "currency": "TEA", "points": "1", "idempotencyKey": "b1"}
+            ]
+        },
+        frozenset({MERCHANT}),
+    ),
     "redeemPoints": (
         "RedeemPointsInput",
         {"customerRef": "alice", "currency": "TEA", "points": "1", "idempotencyKey": "r"},

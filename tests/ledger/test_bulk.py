@@ -426,7 +426,7 @@ async def test_the_award_points_batch_mutation(hub: Hub) -> None:
     """``awardPointsBatch`` through GraphQL: per-item results in input order, replays."""
     import strawberry
 
-    from exchange.api.bulk import BulkMutation
+    from exchange.api.mutations.bulk import BulkMutation
     from exchange.api.context import Context
     from exchange.api.loaders import Loaders
     from exchange.api.queries import Query

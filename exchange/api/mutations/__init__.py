@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from exchange.api.finance import FinanceMutation, FinanceQuery
 from exchange.api.mutations.admin import AdminMutations, ApiKey
+from exchange.api.mutations.bulk import BulkMutation
 from exchange.api.mutations.conversion import ConversionMutations
 from exchange.api.mutations.currencies import CurrencyMutations, EarningRuleQueries
 from exchange.api.mutations.customers import CustomerMutations
@@ -21,6 +22,7 @@ MUTATION_TYPES: tuple[type, ...] = (
     CurrencyMutations,
     CustomerMutations,
     PointsMutations,
+    BulkMutation,
     ConversionMutations,
     FinanceMutation,
 )

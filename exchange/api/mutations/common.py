@@ -17,7 +17,7 @@ from strawberry import relay
 
 from exchange.api.context import Info
 from exchange.api.errors import UserError, user_errors_from
-from exchange.api.loaders import CurrencyRow, EntryRow, reading
+from exchange.api.loaders import CurrencyRow, EntryRow, posted_entry_row
 from exchange.api.nodes import Entry
 from exchange.domain import errors
 from exchange.domain.errors import NotFound, Refusal
@@ -27,8 +27,11 @@ from exchange.domain.money import (
     decimal_to_micro,
     points_from_decimal,
 )
-from exchange.services.members import check_ref, member_for_ref
+from exchange.ledger.facts import CurrencyFacts
+from exchange.services.members import check_ref, member_by_ref
+from exchange.services.points import known_currency
 from exchange.services.rules import RuleRefusal
+from exchange.services.tx import Outcome
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -148,12 +151,26 @@ async def points_currency(info: Info, code: str, field: str = "currency") -> Cur
     return row
 
 
+async def fixed_currency(info: Info, code: str, field: str = "currency") -> CurrencyFacts:
+    """The fixed facts (code, scale, issuer) of a point currency, from the process's cache.
+
+    Unknown (or the settlement currency): ``UNKNOWN_CURRENCY``. For what changes (rate,
+    active) use :func:`points_currency`, or let the service read it in its transaction.
+    """
+    check_code(code, field)
+    found = await known_currency(info.context.pool, code)
+    if found is None:
+        raise Refusal(errors.UNKNOWN_CURRENCY, f"no currency {code!r}", field)
+    return found
+
+
 async def customer(info: Info, merchant_id: int, customer_ref: str) -> int:
-    """The member behind the merchant's own customer reference (else ``NOT_FOUND``)."""
+    """The member behind the merchant's own customer reference (else ``NOT_FOUND``).
+
+    Links are never changed or removed, so a found one is kept in the process's cache.
+    """
     check_text(customer_ref, "customerRef", max_len=256)
-    ref = check_ref(customer_ref)
-    async with reading(info.context.pool) as conn:
-        return await member_for_ref(conn, merchant_id, ref)
+    return await member_by_ref(info.context.pool, merchant_id, check_ref(customer_ref))
 
 
 def decode_id(value: str, type_name: str, field: str) -> int:
@@ -184,3 +201,13 @@ async def entry_node(info: Info, entry_id: int | None) -> Entry | None:
     """An entry the caller just wrote (or replayed), as a node."""
     row = await entry_row(info, entry_id)
     return None if row is None else Entry.from_row(row, party=True)
+
+
+async def outcome_entry(info: Info, outcome: Outcome) -> Entry | None:
+    """The entry of a service outcome, as a node: built from what was written when the
+    outcome carries it (no read back), else loaded."""
+    posted = outcome.posted
+    if posted is not None and posted.draft is not None:
+        row = posted_entry_row(posted.entry_id, posted.recorded_at, posted.draft)
+        info.context.loaders.entry.prime(row.id, row)
+    return await entry_node(info, outcome.entry_id)

@@ -12,9 +12,9 @@ from exchange.api.mutations.common import (
     decode_id,
     entry_node,
     errors_of,
+    fixed_currency,
     mutation,
     parse_points,
-    points_currency,
 )
 from exchange.api.nodes import Entry, Quote, load_quote
 from exchange.domain.errors import Refusal
@@ -65,8 +65,8 @@ class ConversionMutations:
         actor = require_actor(info, MEMBER)
         settings = info.context.settings
         try:
-            source = await points_currency(info, input.from_currency, "fromCurrency")
-            target = await points_currency(info, input.to_currency, "toCurrency")
+            source = await fixed_currency(info, input.from_currency, "fromCurrency")
+            target = await fixed_currency(info, input.to_currency, "toCurrency")
             n = parse_points(input.points, source.scale)
             made = await conversion.create_quote(
                 info.context.pool,

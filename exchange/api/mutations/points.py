@@ -18,12 +18,13 @@ from exchange.api.mutations.common import (
     entry_node,
     entry_row,
     errors_of,
+    fixed_currency,
     global_id,
     mutation,
+    outcome_entry,
     parse_money,
     parse_points,
     parse_signed_points,
-    points_currency,
 )
 from exchange.api.mutations.rule_types import AppliedRule
 from exchange.api.nodes import Entry
@@ -217,7 +218,7 @@ class PointsMutations:
     ) -> EarnForPurchasePayload:
         actor = require_actor(info, MERCHANT)
         try:
-            currency = await points_currency(info, input.currency)
+            currency = await fixed_currency(info, input.currency)
             member_id = await customer(info, _merchant_id(actor), input.customer_ref)
             spent = _positive_spent(input.amount_spent)
             order_ref = check_optional_text(input.order_ref, "orderRef", max_len=MAX_ORDER_REF)
@@ -247,7 +248,7 @@ class PointsMutations:
         actor = require_actor(info, MERCHANT)
         pool = info.context.pool
         try:
-            currency = await points_currency(info, input.currency)
+            currency = await fixed_currency(info, input.currency)
             member_id = await customer(info, _merchant_id(actor), input.customer_ref)
             if (input.action is None) == (input.reason is None):
                 raise Refusal(
@@ -287,7 +288,7 @@ class PointsMutations:
         except Refusal as refusal:
             return AwardPointsPayload(user_errors=errors_of(refusal))
         return AwardPointsPayload(
-            entry=await entry_node(info, outcome.entry_id),
+            entry=await outcome_entry(info, outcome),
             points=points_value(n, currency.scale),
             replayed=outcome.replayed,
         )
@@ -303,7 +304,7 @@ class PointsMutations:
     ) -> RedeemPointsPayload:
         actor = require_actor(info, MERCHANT)
         try:
-            currency = await points_currency(info, input.currency)
+            currency = await fixed_currency(info, input.currency)
             member_id = await customer(info, _merchant_id(actor), input.customer_ref)
             n = parse_points(input.points, currency.scale)
             total = (
@@ -354,7 +355,7 @@ class PointsMutations:
                     raise Refusal(
                         errors.NOT_REVERSIBLE, f"a {original.kind} entry cannot be reversed"
                     )
-                currency = await points_currency(info, code, "entryId")
+                currency = await fixed_currency(info, code, "entryId")
                 n = parse_points(input.points, currency.scale)
             outcome = await reversal.reverse(
                 info.context.pool,
@@ -383,7 +384,7 @@ class PointsMutations:
     ) -> AdjustPointsPayload:
         actor = require_actor(info, MERCHANT)
         try:
-            currency = await points_currency(info, input.currency)
+            currency = await fixed_currency(info, input.currency)
             member_id = await customer(info, _merchant_id(actor), input.customer_ref)
             n = parse_signed_points(input.points, currency.scale)
             reason = check_text(input.reason, "reason", max_len=MAX_REASON)
