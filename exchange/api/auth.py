@@ -54,6 +54,7 @@ UNAUTHENTICATED = "UNAUTHENTICATED"
 CREDENTIAL_PREFIX = "exk_"
 """Credentials starting with this are API keys (well-formed or not), anything else a token."""
 
+_WHITESPACE = re.compile(r"\s")
 _MEMBER_SUBJECT_RE = re.compile(rf"^{MEMBER_SUBJECT_PREFIX}([1-9][0-9]{{0,17}})$")
 
 assert API_KEY_PREFIX.startswith(CREDENTIAL_PREFIX)
@@ -275,7 +276,7 @@ def bearer_credential(authorization_header: str) -> str:
     """The credential of ``Bearer <credential>``; :class:`AuthError` for any other shape."""
     scheme, _, credential = authorization_header.strip().partition(" ")
     credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential or any(c.isspace() for c in credential):
+    if scheme.lower() != "bearer" or not credential or _WHITESPACE.search(credential):
         raise AuthError("the Authorization header must be 'Bearer <credential>'")
     if len(credential) > MAX_CREDENTIAL_LENGTH:
         raise AuthError("credential too long")

@@ -75,31 +75,32 @@ WITH e AS (
     VALUES (%(kind)s, %(initiator)s, %(key)s, %(fingerprint)s, %(merchant)s, %(member)s,
             %(reverses)s, %(quote)s, %(rates)s, %(details)s, %(at)s)
     RETURNING id, recorded_at
+), d AS (
+    SELECT %(doc)s::jsonb AS doc
 ), p AS (
     INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)
     SELECT e.id, t.seq, t.account_id, t.asset_id, t.amount
-      FROM e, unnest(%(seq)s::smallint[], %(accounts)s::bigint[], %(assets)s::int[],
-                     %(amounts)s::bigint[])
-           WITH ORDINALITY AS t(seq, account_id, asset_id, amount, ord)
-     ORDER BY t.ord
+      FROM e, d, jsonb_to_recordset(d.doc->'postings')
+           AS t(seq smallint, account_id bigint, asset_id int, amount bigint)
+     ORDER BY t.seq
 ), l AS (
     INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)
     SELECT t.wallet_id, e.id, t.amount, t.amount, %(at)s, t.expires_at
-      FROM e, unnest(%(lot_wallets)s::bigint[], %(lot_amounts)s::bigint[],
-                     %(lot_expiry)s::timestamptz[])
-           WITH ORDINALITY AS t(wallet_id, amount, expires_at, ord)
+      FROM e, d, jsonb_to_recordset(d.doc->'lots')
+           AS t(ord int, wallet_id bigint, amount bigint, expires_at timestamptz)
      ORDER BY t.ord
     RETURNING id
 ), m AS (
     INSERT INTO lot_moves (entry_id, lot_id, amount)
     SELECT e.id, t.lot_id, t.amount
-      FROM e, unnest(%(move_lots)s::bigint[], %(move_amounts)s::bigint[]) AS t(lot_id, amount)
+      FROM e, d, jsonb_to_recordset(d.doc->'moves') AS t(lot_id bigint, amount bigint)
 )
 SELECT e.id, e.recorded_at, ARRAY(SELECT id FROM l ORDER BY id) FROM e
 """
 """One statement writes the entry, its postings (in ascending account id, the lock order of
 hot balance rows: the triggers run at the end of the statement in insertion order), the
-lots it opens and the moves of existing lots."""
+lots it opens and the moves of existing lots. The rows travel as one JSON document (one
+parameter), which is cheaper to send than nine arrays."""
 
 _INSERT_LOT_MOVES = """
 INSERT INTO lot_moves (entry_id, lot_id, amount)
@@ -128,15 +129,31 @@ def _checked_params(draft: EntryDraft) -> dict[str, Any]:
         "rates": json.dumps(draft.rates, sort_keys=True),
         "details": json.dumps(draft.details, sort_keys=True),
         "at": draft.effective_at,
-        "seq": list(range(1, len(legs) + 1)),
-        "accounts": [leg.account_id for leg in legs],
-        "assets": [leg.asset_id for leg in legs],
-        "amounts": [leg.amount for leg in legs],
-        "lot_wallets": [lot.wallet_id for lot in draft.new_lots],
-        "lot_amounts": [lot.amount for lot in draft.new_lots],
-        "lot_expiry": [lot.expires_at for lot in draft.new_lots],
-        "move_lots": [m[0] for m in moves],
-        "move_amounts": [m[1] for m in moves],
+        "doc": json.dumps(
+            {
+                "postings": [
+                    {
+                        "seq": i,
+                        "account_id": g.account_id,
+                        "asset_id": g.asset_id,
+                        "amount": g.amount,
+                    }
+                    for i, g in enumerate(legs, 1)
+                ],
+                "lots": [
+                    {
+                        "ord": i,
+                        "wallet_id": lot.wallet_id,
+                        "amount": lot.amount,
+                        "expires_at": None
+                        if lot.expires_at is None
+                        else lot.expires_at.isoformat(),
+                    }
+                    for i, lot in enumerate(draft.new_lots, 1)
+                ],
+                "moves": [{"lot_id": lot_id, "amount": amount} for lot_id, amount in moves],
+            }
+        ),
     }
 
 
