@@ -426,9 +426,9 @@ async def test_the_award_points_batch_mutation(hub: Hub) -> None:
     """``awardPointsBatch`` through GraphQL: per-item results in input order, replays."""
     import strawberry
 
-    from exchange.api.mutations.bulk import BulkMutation
     from exchange.api.context import Context
     from exchange.api.loaders import Loaders
+    from exchange.api.mutations.bulk import BulkMutation
     from exchange.api.queries import Query
     from exchange.api.schema import NODE_TYPES, config
     from exchange.config import Settings
