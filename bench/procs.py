@@ -76,27 +76,16 @@ def serve(
     workers: int,
     env: dict[str, str],
     log: Path,
-    app_factory: str | None = None,
 ) -> Iterator[Hub]:
-    """Run the hub until the block ends; its output goes to ``log``.
-
-    By default ``python -m exchange serve --workers N``; with ``app_factory``, uvicorn runs
-    that factory directly with the same options ``exchange serve`` uses.
-    """
+    """Run ``python -m exchange serve --workers N`` until the block ends; its output goes to
+    ``log``."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
     environment.update(env)
     environment["EXCHANGE_DATABASE_URL"] = database_url
     environment["EXCHANGE_DATA_DIR"] = str(data_dir)
-    if app_factory is None:
-        args = [sys.executable, "-m", "exchange", "serve", "--host", "127.0.0.1"]
-        args += ["--port", str(port), "--workers", str(workers), "--data-dir", str(data_dir)]
-    else:
-        args = [sys.executable, "-m", "uvicorn", app_factory, "--factory", "--host", "127.0.0.1"]
-        args += ["--port", str(port), "--workers", str(workers), "--lifespan", "on"]
-        args += ["--loop", "uvloop", "--http", "httptools"]
-        args += ["--log-level", env.get("EXCHANGE_LOG_LEVEL", "warning")]
-        args += ["--app-dir", str(Path(__file__).resolve().parent.parent)]
+    args = [sys.executable, "-m", "exchange", "serve", "--host", "127.0.0.1"]
+    args += ["--port", str(port), "--workers", str(workers), "--data-dir", str(data_dir)]
     with log.open("ab") as out:
         process = subprocess.Popen(
             args,

@@ -136,7 +136,6 @@ def run(options: Options) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="exchange-bench-"))
     loop = event_loop_runner()
     results: dict[str, Any] = {"profile": p.name, "machine": _machine()}
-    app_factory = None
     results["hub"] = {"workers": WORKERS, "command": "exchange serve --workers 2", "env": HUB_ENV}
     say(f"bench ({p.name}): work directory {workdir}")
     if os.getloadavg()[0] > 0.5:
@@ -149,12 +148,8 @@ def run(options: Options) -> int:
             secrets_dir = workdir / "data"
             secrets = load_or_create_secrets(secrets_dir)
             settings = Settings(data_dir=secrets_dir)
-            outcomes.update(
-                _main_scenarios(server, p, duration, secrets, settings, workdir, loop, app_factory)
-            )
-            hist = _history(
-                server, p, large, options, secrets, settings, workdir, loop, app_factory
-            )
+            outcomes.update(_main_scenarios(server, p, duration, secrets, settings, workdir, loop))
+            hist = _history(server, p, large, options, secrets, settings, workdir, loop)
             results["history"] = hist
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -239,7 +234,6 @@ def _main_scenarios(
     settings: Settings,
     workdir: Path,
     loop: Any,
-    app_factory: str | None,
 ) -> dict[str, scenarios.Outcome]:
     say(f"hub: 100 merchants, {p.members:,} members; loading a wallet for each pairing")
     name, alliance, tokens, timings = _prepare_main(server, p, secrets, settings)
@@ -257,7 +251,6 @@ def _main_scenarios(
         workers=WORKERS,
         env=HUB_ENV,
         log=workdir / "hub.log",
-        app_factory=app_factory,
     ) as hub:
         runner = scenarios.Runner(url, hub, server.pid, loop, MAX_REQUESTS, say)
         common = {"duration_s": duration, "warmup_s": p.warmup_s}
@@ -349,7 +342,6 @@ def _history(
     settings: Settings,
     workdir: Path,
     loop: Any,
-    app_factory: str | None,
 ) -> dict[str, Any]:
     note = "" if p.name == "full" and large == FULL.large_postings else " (smaller than 10 M)"
     say(
@@ -378,7 +370,6 @@ def _history(
             workers=WORKERS,
             env=HUB_ENV,
             log=workdir / "hub.log",
-            app_factory=app_factory,
         ) as hub:
             runner = scenarios.Runner(url, hub, server.pid, loop, MAX_REQUESTS, say)
             common = {

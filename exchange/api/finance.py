@@ -22,7 +22,6 @@ import strawberry
 from exchange.api.context import Info, require_actor
 from exchange.api.errors import InvalidArgument, UserError, user_errors_from
 from exchange.api.fields import field
-from exchange.api.loaders import reading
 from exchange.api.nodes import Entry, EntryKind
 from exchange.api.pagination import Connection, build_connection, check_first, decode_cursor
 from exchange.api.pagination import encode_cursor as cursor_of
@@ -35,6 +34,7 @@ from exchange.finance import statements as statement_service
 from exchange.finance.chain import GENESIS
 from exchange.finance.lines import Line
 from exchange.services.actors import ADMIN, FINANCE, MERCHANT, Actor
+from exchange.services.tx import reading
 
 F = TypeVar("F", bound=Callable[..., object])
 OPERATORS = (FINANCE, ADMIN)

@@ -18,11 +18,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from exchange.api.auth import AuthError, authenticate, unauthenticated_response
-from exchange.api.loaders import reading
 from exchange.finance.statements import csv_records, csv_text, load_statement
 from exchange.keys import Secrets, load_or_create_secrets
 from exchange.services.actors import ADMIN, FINANCE, Actor
-from exchange.services.tx import Pool
+from exchange.services.tx import Pool, reading
 
 PATH = "/finance/statements/{batch_id:int}.csv"
 FLUSH_BYTES = 64 * 1024

@@ -11,9 +11,8 @@ statement, no ``BEGIN``/``COMMIT`` around it.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -22,19 +21,8 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from exchange.ledger.engine import Conn, EntryDraft
-from exchange.services.tx import Pool
-
-
-@contextlib.asynccontextmanager
-async def reading(pool: Pool) -> AsyncIterator[Conn]:
-    """A pooled connection for reads, in autocommit mode while it is borrowed."""
-    async with pool.connection() as conn:
-        await conn.set_autocommit(True)
-        try:
-            yield conn
-        finally:
-            await conn.set_autocommit(False)
+from exchange.ledger.engine import EntryDraft
+from exchange.services.tx import Pool, reading
 
 
 async def fetch_all(pool: Pool, query: str, params: Sequence[Any] | None = None) -> list[Any]:

@@ -6,7 +6,7 @@ from exchange.domain.errors import Forbidden, NotFound, Refusal
 from exchange.ledger.engine import Conn
 from exchange.ledger.facts import facts_of
 from exchange.services.actors import Actor
-from exchange.services.tx import Pool, transaction
+from exchange.services.tx import Pool, reading, transaction
 
 MAX_REF = 128
 
@@ -72,12 +72,8 @@ async def member_by_ref(pool: Pool, merchant_id: int, customer_ref: str) -> int:
     facts = facts_of(pool)
     member_id = facts.link(merchant_id, customer_ref)
     if member_id is None:
-        async with pool.connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                member_id = await member_for_ref(conn, merchant_id, customer_ref)
-            finally:
-                await conn.set_autocommit(False)
+        async with reading(pool) as conn:
+            member_id = await member_for_ref(conn, merchant_id, customer_ref)
         facts.remember_link(merchant_id, customer_ref, member_id)
     return member_id
 

@@ -35,7 +35,14 @@ from exchange.ledger.idempotency import Prior
 from exchange.services import clock
 from exchange.services.actors import ADMIN, Actor
 from exchange.services.expiry import expire_overdue
-from exchange.services.tx import Claim, Outcome, Pool, idempotent, idempotent_queued
+from exchange.services.tx import (
+    Claim,
+    Outcome,
+    Pool,
+    idempotent,
+    idempotent_queued,
+    reading,
+)
 
 
 @dataclass(frozen=True)
@@ -302,12 +309,8 @@ async def known_currency(pool: Pool, code: str) -> CurrencyFacts | None:
     facts = facts_of(pool)
     found = facts.cached_currency(code)
     if found is None:
-        async with pool.connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                found = await facts.currency(conn, code)
-            finally:
-                await conn.set_autocommit(False)
+        async with reading(pool) as conn:
+            found = await facts.currency(conn, code)
     return found
 
 

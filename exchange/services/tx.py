@@ -8,9 +8,10 @@ times; each retry is counted in :data:`RETRIES` so operators and benchmarks can 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,6 +36,18 @@ _RETRYABLE: dict[type[BaseException], str] = {
 }
 
 Pool = AsyncConnectionPool[Any]
+
+
+@contextlib.asynccontextmanager
+async def reading(pool: Pool) -> AsyncIterator[Conn]:
+    """A pooled connection for reads, in autocommit mode while it is borrowed: one round trip
+    per statement, no ``BEGIN``/``COMMIT`` around it."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            await conn.set_autocommit(False)
 
 
 class TooManyRetries(RuntimeError):

@@ -11,7 +11,6 @@ import strawberry
 from exchange.api.context import Info, require_actor
 from exchange.api.errors import UserError
 from exchange.api.fields import field
-from exchange.api.loaders import reading
 from exchange.api.mutations.common import (
     check_code,
     check_list,
@@ -35,6 +34,7 @@ from exchange.services.rules import (
     RuleDraft,
     SpendDraft,
 )
+from exchange.services.tx import reading
 
 MAX_WEEKDAYS = 7
 
