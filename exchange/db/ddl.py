@@ -7,7 +7,10 @@ it installed. Custom SQLSTATEs (class ``EX``) let the services tell the rules ap
 - ``EX002`` a posting's asset differs from its account's asset;
 - ``EX003`` an entry does not sum to zero for some asset (raised at commit);
 - ``EX004`` an append-only row was updated or deleted;
-- ``EX005`` a balance or lot was changed other than through a posting or lot move.
+- ``EX005`` a balance or lot was changed other than through a posting or lot move;
+- ``EX007`` a one-statement write found the state it was built on had changed (see
+  :mod:`exchange.ledger.express`); the statement is rolled back and the caller retries on
+  the ordinary path.
 """
 
 from __future__ import annotations
@@ -138,4 +141,17 @@ DROP FUNCTION IF EXISTS exchange_refuse_change();
 DROP FUNCTION IF EXISTS exchange_check_entry_balanced();
 DROP FUNCTION IF EXISTS exchange_apply_posting();
 DROP FUNCTION IF EXISTS exchange_account_balances();
+"""
+
+EXPRESS_RULES_V1 = r"""
+-- Called by a one-statement write whose guard failed after it claimed its key: raising
+-- rolls the whole statement back (the claim included), so nothing of it stays.
+CREATE FUNCTION exchange_refuse_stale(what text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'stale: %', what USING ERRCODE = 'EX007';
+END $$;
+"""
+
+DROP_EXPRESS_RULES_V1 = r"""
+DROP FUNCTION IF EXISTS exchange_refuse_stale(text);
 """

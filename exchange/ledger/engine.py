@@ -68,14 +68,8 @@ class Posted:
     """What was written (the entry's row is ``draft`` plus ``entry_id`` and ``recorded_at``)."""
 
 
-_POST = """
-WITH e AS (
-    INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id, member_id,
-                         reverses_entry_id, quote_id, rates, details, effective_at)
-    VALUES (%(kind)s, %(initiator)s, %(key)s, %(fingerprint)s, %(merchant)s, %(member)s,
-            %(reverses)s, %(quote)s, %(rates)s, %(details)s, %(at)s)
-    RETURNING id, recorded_at
-), d AS (
+ENTRY_ROWS = """
+d AS (
     SELECT %(doc)s::jsonb AS doc
 ), p AS (
     INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)
@@ -95,6 +89,18 @@ WITH e AS (
     SELECT e.id, t.lot_id, t.amount
       FROM e, d, jsonb_to_recordset(d.doc->'moves') AS t(lot_id bigint, amount bigint)
 )
+"""
+"""The rows of entry ``e`` (a CTE returning ``id``), taken from parameter ``doc`` (see
+:func:`checked_params`): postings, new lots (CTE ``l`` returns their ids) and lot moves."""
+
+_POST = f"""
+WITH e AS (
+    INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id, member_id,
+                         reverses_entry_id, quote_id, rates, details, effective_at)
+    VALUES (%(kind)s, %(initiator)s, %(key)s, %(fingerprint)s, %(merchant)s, %(member)s,
+            %(reverses)s, %(quote)s, %(rates)s, %(details)s, %(at)s)
+    RETURNING id, recorded_at
+), {ENTRY_ROWS}
 SELECT e.id, e.recorded_at, ARRAY(SELECT id FROM l ORDER BY id) FROM e
 """
 """One statement writes the entry, its postings (in ascending account id, the lock order of
@@ -108,7 +114,7 @@ SELECT %s, t.lot_id, t.amount FROM unnest(%s::bigint[], %s::bigint[]) AS t(lot_i
 """
 
 
-def _checked_params(draft: EntryDraft) -> dict[str, Any]:
+def checked_params(draft: EntryDraft) -> dict[str, Any]:
     """The parameters of :data:`_POST` for ``draft``, once the draft is checked."""
     legs = merge_legs(draft.legs)
     bad = imbalances(legs)
@@ -157,7 +163,7 @@ def _checked_params(draft: EntryDraft) -> dict[str, Any]:
     }
 
 
-def _posted(row: Any, draft: EntryDraft) -> Posted:
+def posted_from(row: Any, draft: EntryDraft) -> Posted:
     assert row is not None
     lot_ids = tuple(int(i) for i in row[2])
     assert len(lot_ids) == len(draft.new_lots)
@@ -170,8 +176,8 @@ async def post(conn: Conn, draft: EntryDraft) -> Posted:
     One round trip in the common case; a second one only when a new lot starts by repaying
     a points debt (its move needs the new lot's id).
     """
-    cur = await conn.execute(_POST, _checked_params(draft))
-    posted = _posted(await cur.fetchone(), draft)
+    cur = await conn.execute(_POST, checked_params(draft))
+    posted = posted_from(await cur.fetchone(), draft)
     repays = [
         (lot_id, -lot.repays_debt)
         for lot_id, lot in zip(posted.lot_ids, draft.new_lots, strict=True)
@@ -196,7 +202,7 @@ class PendingPost:
     async def result(self) -> Posted:
         """The written entry; in pipeline mode, call it once the pipeline has synced."""
         if self._posted is None:
-            self._posted = _posted(await self._cursor.fetchone(), self.draft)
+            self._posted = posted_from(await self._cursor.fetchone(), self.draft)
         return self._posted
 
 
@@ -209,7 +215,7 @@ async def post_queued(conn: Conn, draft: EntryDraft) -> PendingPost:
     """
     if any(lot.repays_debt for lot in draft.new_lots):
         return PendingPost(draft, posted=await post(conn, draft))
-    cur = await conn.execute(_POST, _checked_params(draft))
+    cur = await conn.execute(_POST, checked_params(draft))
     return PendingPost(draft, cursor=cur)
 
 

@@ -8,6 +8,12 @@ deleted. Caching these per process is therefore exact, not a staleness trade-off
 process may keep them as long as it likes. Only positive answers are cached (an unknown
 currency or reference is asked again next time, so it is found as soon as it exists).
 
+Two guesses ride along, kept apart from the facts: the last-seen *state* of each currency
+(rate in force, active flags, exposure limit) and nothing else. The express path
+(:mod:`exchange.ledger.express`) builds an earn on that guess and its statement checks the
+guess against the database before it writes anything; a wrong guess costs a retry on the
+ordinary path, never a wrong entry.
+
 One :class:`Facts` belongs to one database (it is looked up by the connection pool, see
 :func:`facts_of`), so several databases served by one process never mix their ids.
 """
@@ -47,6 +53,9 @@ class Bounded(Generic[K, V]):
         if value is not None:
             self._items.move_to_end(key)
         return value
+
+    def forget(self, key: K) -> None:
+        self._items.pop(key, None)
 
     def put(self, key: K, value: V) -> None:
         self._items[key] = value
@@ -126,6 +135,19 @@ def currency_from_state(facts: CurrencyFacts, row: Any, offset: int = 0) -> Curr
     )
 
 
+CurrencyState = tuple[bool, Decimal | None, bool, int | None]
+"""``(active, rate in force, issuer active, issuer exposure limit)``: the changing part."""
+
+
+def state_of(currency: Currency) -> CurrencyState:
+    return (
+        currency.active,
+        currency.rate,
+        currency.issuer_active,
+        currency.issuer_exposure_limit_micro,
+    )
+
+
 class Facts:
     """The cached fixed facts of one database."""
 
@@ -134,6 +156,25 @@ class Facts:
         self.links: Bounded[tuple[int, str], int] = Bounded(MAX_LINKS)
         self.settlement_accounts: Bounded[int, int] = Bounded(MAX_MERCHANTS)
         self.settlement: SettlementAsset | None = None
+        self.wallets: Bounded[tuple[int, int], int] = Bounded(MAX_LINKS)
+        """``(member, currency) → wallet account``: a wallet is never deleted or moved."""
+        self.states: Bounded[int, CurrencyState] = Bounded(MAX_CURRENCIES)
+        """Currency id → its last-seen state: a guess, checked wherever it is used."""
+
+    def wallet(self, member_id: int, currency_id: int) -> int | None:
+        return self.wallets.get((member_id, currency_id))
+
+    def remember_wallet(self, member_id: int, currency_id: int, account_id: int) -> None:
+        self.wallets.put((member_id, currency_id), account_id)
+
+    def last_state(self, currency_id: int) -> CurrencyState | None:
+        return self.states.get(currency_id)
+
+    def saw_state(self, currency: Currency) -> None:
+        self.states.put(currency.id, state_of(currency))
+
+    def forget_state(self, currency_id: int) -> None:
+        self.states.forget(currency_id)
 
     async def currency(self, conn: Conn, code: str) -> CurrencyFacts | None:
         """The point currency ``code``'s fixed facts (``None`` when there is none)."""

@@ -17,7 +17,7 @@ from exchange.domain.money import (
     micro_to_decimal,
     rate_to_text,
 )
-from exchange.ledger import engine
+from exchange.ledger import engine, express, idempotency
 from exchange.ledger.accounts import (
     Currency,
     currency_by_code,
@@ -39,6 +39,7 @@ from exchange.services.tx import (
     Claim,
     Outcome,
     Pool,
+    autocommitted,
     idempotent,
     idempotent_queued,
     reading,
@@ -275,9 +276,18 @@ async def earn(
     facts = facts_of(pool)
     known = await known_currency(pool, currency_code)
     if known is not None:
-        return await _earn_queued(
+        express = await _earn_express(
             pool, actor, facts, known, member_id, points, idempotency_key, extra, request, now
         )
+        if express is not None:
+            return express
+        out = await _earn_queued(
+            pool, actor, facts, known, member_id, points, idempotency_key, extra, request, now
+        )
+        written = out.posted.draft if out.posted is not None else None
+        if written is not None:
+            facts.remember_wallet(member_id, known.id, written.new_lots[0].wallet_id)
+        return out
 
     async def body(conn: Conn, claim: Claim) -> int:
         # The currency was read with the claim (one round trip for both).
@@ -335,7 +345,7 @@ async def _earn_queued(
     assert merchant_id is not None
 
     async def claim(conn: Conn, digest: bytes) -> tuple[Prior | None, Claimed | None]:
-        return await claim_and_lock_wallet(
+        prior, found = await claim_and_lock_wallet(
             conn,
             initiator=actor.initiator,
             key=idempotency_key,
@@ -345,6 +355,9 @@ async def _earn_queued(
             member_id=member_id,
             at=now,
         )
+        if found is not None:
+            facts.saw_state(found.currency)
+        return prior, found
 
     async def body(conn: Conn, claim: Claim, found: Claimed) -> engine.PendingPost:
         currency = check_usable(found.currency, known.code, issuing=True)
@@ -371,6 +384,69 @@ async def _earn_queued(
         claim=claim,
         body=body,
     )
+
+
+async def _earn_express(
+    pool: Pool,
+    actor: Actor,
+    facts: Facts,
+    known: CurrencyFacts,
+    member_id: int,
+    points: int,
+    idempotency_key: str,
+    extra: dict[str, Any],
+    request: dict[str, Any],
+    now: datetime,
+) -> Outcome | None:
+    """:func:`earn` in one statement, built on the last-seen state of the currency and the
+    member's known wallet (see :mod:`exchange.ledger.express`).
+
+    ``None``: no usable guess, or the guess failed (nothing was written): take the ordinary
+    path, which also stores any refusal under the key.
+    """
+    state = facts.last_state(known.id)
+    wallet_id = facts.wallet(member_id, known.id)
+    if state is None or wallet_id is None:
+        return None
+    active, rate, issuer_active, limit = state
+    if not (active and issuer_active) or rate is None or limit is not None:
+        return None
+    currency = known.with_state(
+        active=True, rate=rate, issuer_active=True, exposure_limit_micro=None
+    )
+    merchant_id = actor.merchant_id
+    assert merchant_id is not None
+    idempotency.check_key(idempotency_key)
+    claim = Claim(actor.initiator, idempotency_key, idempotency.fingerprint("earn", request))
+    guess = express.Guess(wallet_id=wallet_id, currency_id=known.id, rate=rate)
+
+    async def work(conn: Conn) -> Outcome | None:
+        draft = await draft_earn(
+            conn,
+            claim,
+            merchant_id=merchant_id,
+            member_id=member_id,
+            currency=currency,
+            points=points,
+            now=now,
+            details=extra,
+            wallet=(wallet_id, 0),
+            facts=facts,
+        )
+        try:
+            posted = await express.post_earn(conn, draft, "earn", guess)
+        except express.Stale:
+            facts.forget_state(known.id)
+            return None
+        if posted is not None:
+            return Outcome(entry_id=posted.entry_id, replayed=False, posted=posted)
+        prior = await idempotency.prior(conn, claim.initiator, claim.key, "earn", claim.fingerprint)
+        if prior.refusal is not None:
+            raise prior.refusal
+        assert prior.entry_id is not None
+        return Outcome(entry_id=prior.entry_id, replayed=True)
+
+    return await autocommitted(pool, work)
 
 
 async def redeem(

@@ -86,6 +86,19 @@ async def pipelined(pool: Pool, work: Callable[[Conn], Awaitable[Callable[[], Aw
     raise TooManyRetries(f"gave up after {MAX_ATTEMPTS} attempts")
 
 
+async def autocommitted(pool: Pool, work: Callable[[Conn], Awaitable[T]]) -> T:
+    """Run ``work`` on a pooled connection in autocommit mode, retrying as
+    :func:`transaction` does: each statement is its own transaction, so ``work`` must write
+    in one statement (see :mod:`exchange.ledger.express`)."""
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            async with reading(pool) as conn:
+                return await work(conn)
+        except tuple(_RETRYABLE) as exc:
+            await _backoff(exc, attempt)
+    raise TooManyRetries(f"gave up after {MAX_ATTEMPTS} attempts")
+
+
 async def _backoff(exc: BaseException, attempt: int) -> None:
     RETRIES[_RETRYABLE[type(exc)]] += 1
     await asyncio.sleep(random.uniform(0, 0.002 * (2**attempt)))  # noqa: S311
