@@ -68,19 +68,41 @@ class Posted:
     """What was written (the entry's row is ``draft`` plus ``entry_id`` and ``recorded_at``)."""
 
 
-ENTRY_ROWS = """
+def entry_rows(wallet: str | None = None) -> str:
+    """The rows of entry ``e`` (a CTE returning ``id``), taken from parameter ``doc`` (see
+    :func:`checked_params`): postings, new lots (CTE ``l`` returns their ids) and lot moves.
+
+    ``wallet``: a CTE with one row whose ``account_id`` stands in for account ``0`` in the
+    postings and lots (a wallet the statement itself found); the postings are then numbered
+    again in ascending account id, the order :func:`checked_params` gives them.
+    """
+    legs = "jsonb_to_recordset(d.doc->'postings')" + (
+        " AS t(seq smallint, account_id bigint, asset_id int, amount bigint)"
+    )
+    if wallet is None:
+        postings = f"""SELECT e.id, t.seq, t.account_id, t.asset_id, t.amount
+      FROM e, d, {legs}
+     ORDER BY t.seq"""
+        holder, sources = "t.wallet_id", "e, d"
+    else:
+        postings = f"""SELECT e.id, row_number() OVER (ORDER BY x.account_id, x.asset_id),
+           x.account_id, x.asset_id, x.amount
+      FROM e, (SELECT coalesce(nullif(t.account_id, 0), {wallet}.account_id) AS account_id,
+                      t.asset_id, t.amount
+                 FROM d, {wallet}, {legs}) AS x
+     ORDER BY 2"""
+        holder = f"coalesce(nullif(t.wallet_id, 0), {wallet}.account_id)"
+        sources = f"e, d, {wallet}"
+    return f"""
 d AS (
     SELECT %(doc)s::jsonb AS doc
 ), p AS (
     INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)
-    SELECT e.id, t.seq, t.account_id, t.asset_id, t.amount
-      FROM e, d, jsonb_to_recordset(d.doc->'postings')
-           AS t(seq smallint, account_id bigint, asset_id int, amount bigint)
-     ORDER BY t.seq
+    {postings}
 ), l AS (
     INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)
-    SELECT t.wallet_id, e.id, t.amount, t.amount, %(at)s, t.expires_at
-      FROM e, d, jsonb_to_recordset(d.doc->'lots')
+    SELECT {holder}, e.id, t.amount, t.amount, %(at)s, t.expires_at
+      FROM {sources}, jsonb_to_recordset(d.doc->'lots')
            AS t(ord int, wallet_id bigint, amount bigint, expires_at timestamptz)
      ORDER BY t.ord
     RETURNING id
@@ -90,8 +112,7 @@ d AS (
       FROM e, d, jsonb_to_recordset(d.doc->'moves') AS t(lot_id bigint, amount bigint)
 )
 """
-"""The rows of entry ``e`` (a CTE returning ``id``), taken from parameter ``doc`` (see
-:func:`checked_params`): postings, new lots (CTE ``l`` returns their ids) and lot moves."""
+
 
 _POST = f"""
 WITH e AS (
@@ -100,7 +121,7 @@ WITH e AS (
     VALUES (%(kind)s, %(initiator)s, %(key)s, %(fingerprint)s, %(merchant)s, %(member)s,
             %(reverses)s, %(quote)s, %(rates)s, %(details)s, %(at)s)
     RETURNING id, recorded_at
-), {ENTRY_ROWS}
+), {entry_rows()}
 SELECT e.id, e.recorded_at, ARRAY(SELECT id FROM l ORDER BY id) FROM e
 """
 """One statement writes the entry, its postings (in ascending account id, the lock order of

@@ -156,16 +156,8 @@ class Facts:
         self.links: Bounded[tuple[int, str], int] = Bounded(MAX_LINKS)
         self.settlement_accounts: Bounded[int, int] = Bounded(MAX_MERCHANTS)
         self.settlement: SettlementAsset | None = None
-        self.wallets: Bounded[tuple[int, int], int] = Bounded(MAX_LINKS)
-        """``(member, currency) → wallet account``: a wallet is never deleted or moved."""
         self.states: Bounded[int, CurrencyState] = Bounded(MAX_CURRENCIES)
         """Currency id → its last-seen state: a guess, checked wherever it is used."""
-
-    def wallet(self, member_id: int, currency_id: int) -> int | None:
-        return self.wallets.get((member_id, currency_id))
-
-    def remember_wallet(self, member_id: int, currency_id: int, account_id: int) -> None:
-        self.wallets.put((member_id, currency_id), account_id)
 
     def last_state(self, currency_id: int) -> CurrencyState | None:
         return self.states.get(currency_id)

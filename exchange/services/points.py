@@ -281,13 +281,9 @@ async def earn(
         )
         if express is not None:
             return express
-        out = await _earn_queued(
+        return await _earn_queued(
             pool, actor, facts, known, member_id, points, idempotency_key, extra, request, now
         )
-        written = out.posted.draft if out.posted is not None else None
-        if written is not None:
-            facts.remember_wallet(member_id, known.id, written.new_lots[0].wallet_id)
-        return out
 
     async def body(conn: Conn, claim: Claim) -> int:
         # The currency was read with the claim (one round trip for both).
@@ -398,15 +394,14 @@ async def _earn_express(
     request: dict[str, Any],
     now: datetime,
 ) -> Outcome | None:
-    """:func:`earn` in one statement, built on the last-seen state of the currency and the
-    member's known wallet (see :mod:`exchange.ledger.express`).
+    """:func:`earn` in one statement, built on the last-seen state of the currency (see
+    :mod:`exchange.ledger.express`).
 
     ``None``: no usable guess, or the guess failed (nothing was written): take the ordinary
     path, which also stores any refusal under the key.
     """
     state = facts.last_state(known.id)
-    wallet_id = facts.wallet(member_id, known.id)
-    if state is None or wallet_id is None:
+    if state is None:
         return None
     active, rate, issuer_active, limit = state
     if not (active and issuer_active) or rate is None or limit is not None:
@@ -418,7 +413,7 @@ async def _earn_express(
     assert merchant_id is not None
     idempotency.check_key(idempotency_key)
     claim = Claim(actor.initiator, idempotency_key, idempotency.fingerprint("earn", request))
-    guess = express.Guess(wallet_id=wallet_id, currency_id=known.id, rate=rate)
+    guess = express.Guess(currency_id=known.id, rate=rate)
 
     async def work(conn: Conn) -> Outcome | None:
         draft = await draft_earn(
@@ -430,13 +425,14 @@ async def _earn_express(
             points=points,
             now=now,
             details=extra,
-            wallet=(wallet_id, 0),
+            wallet=(express.WALLET, 0),
             facts=facts,
         )
         try:
             posted = await express.post_earn(conn, draft, "earn", guess)
-        except express.Stale:
-            facts.forget_state(known.id)
+        except express.Stale as stale:
+            if stale.state:
+                facts.forget_state(known.id)
             return None
         if posted is not None:
             return Outcome(entry_id=posted.entry_id, replayed=False, posted=posted)

@@ -12,7 +12,7 @@ import pytest
 
 from exchange.domain.errors import Refusal
 from exchange.ledger import express
-from exchange.services import catalog, merchants, points
+from exchange.services import catalog, members, merchants, points
 from tests.ledger.support import Hub
 from tests.ledger.test_bulk import make_debt
 
@@ -50,11 +50,11 @@ async def _earn(hub: Hub, shop: str, member: int, code: str, n: int, key: str) -
     )
 
 
-async def test_a_known_wallet_earns_in_one_statement_and_writes_the_same(
+async def test_a_known_currency_earns_in_one_statement_and_writes_the_same(
     hub: Hub, seen: Counter[str]
 ) -> None:
     first = await _earn(hub, "a", 0, "APT", 100, "x1")
-    assert seen == {}  # nothing known yet: the ordinary path
+    assert seen == {}  # the currency's state is not known yet: the ordinary path
     before = await hub.balances()
     second = await _earn(hub, "a", 0, "APT", 100, "x2")
     assert seen == {"posted": 1}
@@ -118,12 +118,38 @@ async def test_a_deactivated_currency_refuses_despite_a_good_guess(
 async def test_a_points_debt_fails_the_guess_and_the_earn_repays_it(
     hub: Hub, seen: Counter[str]
 ) -> None:
-    await make_debt(hub, 1, "debt")  # its earn teaches the process the wallet and the rate
+    await make_debt(hub, 1, "debt")  # its earn teaches the process the currency's state
     assert await hub.wallet(hub.member_ids[1], "APT") == -100
     await _earn(hub, "a", 1, "APT", 130, "repay")
-    assert seen["stale"] == 1
+    assert seen == {"stale": 1}
     assert await hub.wallet(hub.member_ids[1], "APT") == 30
     assert [lot[1] for lot in await hub.lots(hub.member_ids[1], "APT") if lot[1]] == [30]
+    # The wallet was the cause: the state is still trusted for the next earn.
+    await _earn(hub, "a", 1, "APT", 10, "after")
+    assert seen == {"stale": 1, "posted": 1}
+    assert await hub.wallet(hub.member_ids[1], "APT") == 40
+    assert hub.verify() == []
+
+
+async def test_a_first_earn_creates_the_wallet_on_the_ordinary_path(
+    hub: Hub, seen: Counter[str]
+) -> None:
+    await _earn(hub, "b", 0, "BPT", 10, "learn")
+    member_id, _ = await members.link_member(hub.pool, hub.merchants["b"], "newcomer")
+    first = await points.earn(
+        hub.pool,
+        hub.merchants["b"],
+        member_id=member_id,
+        currency_code="BPT",
+        points=25,
+        idempotency_key="hello",
+    )
+    assert seen == {"stale": 1}  # no wallet yet: rolled back, then created
+    assert not first.replayed
+    assert await hub.wallet(member_id, "BPT") == 25
+    assert await hub.count("requests WHERE idempotency_key = 'hello'") == 1
+    await _earn(hub, "b", 0, "BPT", 5, "known")
+    assert seen == {"stale": 1, "posted": 1}
     assert hub.verify() == []
 
 
