@@ -5,7 +5,8 @@ it installed. Custom SQLSTATEs (class ``EX``) let the services tell the rules ap
 
 - ``EX001`` a wallet would go below zero outside a reversal;
 - ``EX002`` a posting's asset differs from its account's asset;
-- ``EX003`` an entry does not sum to zero for some asset (raised at commit);
+- ``EX003`` an entry does not sum to zero for some asset (raised at commit by the first
+  rules; since migration ``0004``, at the end of the statement that wrote its postings);
 - ``EX004`` an append-only row was updated or deleted;
 - ``EX005`` a balance or lot was changed other than through a posting or lot move;
 - ``EX007`` a one-statement write found the state it was built on had changed (see
@@ -154,4 +155,77 @@ END $$;
 
 DROP_EXPRESS_RULES_V1 = r"""
 DROP FUNCTION IF EXISTS exchange_refuse_stale(text);
+"""
+
+LEDGER_RULES_V2 = r"""
+-- The posting rules, once per statement instead of once per posting row: the balance rows
+-- an insert touches are locked in ascending (account, stripe) order and each moves once by
+-- the statement's total for it (a bulk insert of a thousand entries no longer updates an
+-- issuer's stripe a thousand times), and each entry's zero sum is checked at the end of the
+-- statement that wrote its postings. An entry's postings are therefore written by one
+-- statement (the posting engine and the bulk earn do).
+DROP TRIGGER postings_apply ON postings;
+DROP TRIGGER postings_balanced ON postings;
+DROP FUNCTION exchange_apply_posting();
+DROP FUNCTION exchange_check_entry_balanced();
+
+CREATE FUNCTION exchange_apply_postings() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+BEGIN
+    SELECT p.account_id, p.asset_id, a.asset_id AS account_asset INTO bad
+      FROM new_postings p JOIN accounts a ON a.id = p.account_id
+     WHERE a.asset_id <> p.asset_id
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'posting asset % differs from account % asset %',
+            bad.asset_id, bad.account_id, bad.account_asset USING ERRCODE = 'EX002';
+    END IF;
+
+    SELECT p.entry_id, p.asset_id, sum(p.amount) AS total INTO bad
+      FROM postings p
+     WHERE p.entry_id IN (SELECT n.entry_id FROM new_postings n)
+     GROUP BY p.entry_id, p.asset_id
+    HAVING sum(p.amount) <> 0
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'entry % does not balance: asset % sums to %',
+            bad.entry_id, bad.asset_id, bad.total USING ERRCODE = 'EX003';
+    END IF;
+
+    PERFORM 1
+       FROM balances b
+       JOIN (SELECT DISTINCT p.account_id, p.entry_id % a.stripes AS stripe
+               FROM new_postings p JOIN accounts a ON a.id = p.account_id) AS t
+         ON b.account_id = t.account_id AND b.stripe = t.stripe
+      ORDER BY b.account_id, b.stripe
+        FOR UPDATE OF b;
+    UPDATE balances b SET amount = b.amount + t.amount
+      FROM (SELECT p.account_id, p.entry_id % a.stripes AS stripe, sum(p.amount) AS amount
+              FROM new_postings p JOIN accounts a ON a.id = p.account_id
+             GROUP BY 1, 2) AS t
+     WHERE b.account_id = t.account_id AND b.stripe = t.stripe;
+
+    -- A wallet (one balance row) debited by anything but a reversal must not end below zero.
+    SELECT b.account_id, b.amount INTO bad
+      FROM new_postings p
+      JOIN accounts a ON a.id = p.account_id AND a.kind = 'wallet'
+      JOIN balances b ON b.account_id = p.account_id AND b.stripe = 0
+      JOIN entries e ON e.id = p.entry_id
+     WHERE p.amount < 0 AND b.amount < 0 AND e.kind <> 'reverse'
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'wallet % would go below zero (%)', bad.account_id, bad.amount
+            USING ERRCODE = 'EX001';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER postings_apply AFTER INSERT ON postings
+    REFERENCING NEW TABLE AS new_postings
+    FOR EACH STATEMENT EXECUTE FUNCTION exchange_apply_postings();
+"""
+
+DROP_LEDGER_RULES_V2 = r"""
+DROP TRIGGER IF EXISTS postings_apply ON postings;
+DROP FUNCTION IF EXISTS exchange_apply_postings();
 """

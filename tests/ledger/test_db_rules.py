@@ -55,21 +55,58 @@ def _refused(url: str, statements: list[tuple[str, tuple[object, ...]]], state: 
         conn.rollback()
 
 
-async def test_an_unbalanced_entry_cannot_commit(hub: Hub) -> None:
+async def test_an_unbalanced_entry_is_refused(hub: Hub) -> None:
     await _earn(hub)
     wallet, outstanding, asset = _accounts(hub.url)
     before = await hub.balances()
     with psycopg.connect(hub.url) as conn:
         entry = _new_entry(conn)
-        conn.execute(
-            "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount) VALUES"
-            " (%s, 1, %s, %s, 10), (%s, 2, %s, %s, -9)",
-            (entry, wallet, asset, entry, outstanding, asset),
-        )
         with pytest.raises(psycopg.Error) as exc:
-            conn.commit()
+            conn.execute(
+                "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount) VALUES"
+                " (%s, 1, %s, %s, 10), (%s, 2, %s, %s, -9)",
+                (entry, wallet, asset, entry, outstanding, asset),
+            )
         assert exc.value.sqlstate == "EX003"
     assert await hub.balances() == before
+
+
+async def test_an_entry_is_written_by_one_statement(hub: Hub) -> None:
+    """Each statement leaves every entry it wrote to balanced: an entry's legs cannot be
+    split over two statements, even when they would balance at commit."""
+    await _earn(hub)
+    wallet, outstanding, asset = _accounts(hub.url)
+    before = await hub.balances()
+    _refused(
+        hub.url,
+        [
+            (
+                "WITH e AS (INSERT INTO entries (kind, initiator, idempotency_key, fingerprint,"
+                " effective_at) VALUES ('adjust', 'raw', 'split', '\\x00', now()) RETURNING id)"
+                " INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
+                " SELECT id, 1, %s, %s, 10 FROM e",
+                (wallet, asset),
+            ),
+            (
+                "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
+                " SELECT id, 2, %s, %s, -10 FROM entries WHERE idempotency_key = 'split'",
+                (outstanding, asset),
+            ),
+        ],
+        "EX003",
+    )
+    # One statement with both legs is accepted, and moves both balances once.
+    with psycopg.connect(hub.url) as conn:
+        entry = _new_entry(conn)
+        conn.execute(
+            "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount) VALUES"
+            " (%s, 1, %s, %s, 10), (%s, 2, %s, %s, -10)",
+            (entry, wallet, asset, entry, outstanding, asset),
+        )
+        conn.commit()
+    after = await hub.balances()
+    moved = sorted(after[k] - before[k] for k in after if after[k] != before.get(k))
+    assert moved == [-10, 10]
 
 
 async def test_postings_and_entries_are_append_only(hub: Hub) -> None:
