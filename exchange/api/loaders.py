@@ -11,6 +11,7 @@ statement, no ``BEGIN``/``COMMIT`` around it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
-from strawberry.dataloader import DataLoader
+from strawberry.dataloader import DataLoader, DefaultCache
 
 from exchange.ledger.engine import EntryDraft
 from exchange.services.tx import Pool, reading
@@ -186,15 +187,33 @@ class Loaders:
         self.pool = pool
 
     async def _currencies(self, ids: Sequence[int]) -> list[CurrencyRow | None]:
-        rows = await fetch_all(
-            self.pool,
-            f"SELECT {CURRENCY_COLUMNS} FROM currencies c {CURRENT_RATE_JOIN} WHERE c.id = ANY(%s)",
-            (list(ids),),
-        )
-        found = {int(r[0]): currency_row(r) for r in rows}
-        for row in found.values():
-            self.currency_by_code.prime(row.code, row)
+        # The rows the by-code loader has asked for answer first: its batch may still be in
+        # flight when these ids are asked for (an entry's currency by code, then its
+        # movements' by id), and waiting for it costs less than a second statement. Only
+        # this loader waits for the other, never the other way round.
+        wanted = set(ids)
+        found = {row.id: row for row in await self._rows_by_code() if row.id in wanted}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            rows = await fetch_all(
+                self.pool,
+                f"SELECT {CURRENCY_COLUMNS} FROM currencies c {CURRENT_RATE_JOIN}"
+                " WHERE c.id = ANY(%s)",
+                (missing,),
+            )
+            for r in rows:
+                row = currency_row(r)
+                found[row.id] = row
+                self.currency_by_code.prime(row.code, row)
         return _ordered(ids, found)
+
+    async def _rows_by_code(self) -> list[CurrencyRow]:
+        cache = self.currency_by_code.cache_map
+        futures = list(cache.cache_map.values()) if isinstance(cache, DefaultCache) else []
+        if not futures:
+            return []
+        settled = await asyncio.gather(*futures, return_exceptions=True)
+        return [row for row in settled if isinstance(row, CurrencyRow)]
 
     async def _currencies_by_code(self, codes: Sequence[str]) -> list[CurrencyRow | None]:
         rows = await fetch_all(

@@ -24,6 +24,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from exchange.api.errors import public_error, should_mask_error
+from exchange.api.inputs import plan_inputs
 from exchange.api.limits import limit_extensions
 from exchange.api.nodes import Currency, Entry, Lot, Member, Merchant, Quote
 from exchange.api.queries import Query as CoreQuery
@@ -121,13 +122,15 @@ def _build(
             introspection=not production,
         ),
     ]
-    return ExchangeSchema(
+    built = ExchangeSchema(
         query=query,
         mutation=mutation,
         types=(*NODE_TYPES, *_contributed("NODE_TYPES")),
         extensions=extensions,
         config=config(production),
     )
+    plan_inputs(built)
+    return built
 
 
 def build_schema(settings: Settings) -> ExchangeSchema:
