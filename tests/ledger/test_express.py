@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+def seen(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Counts what the express statement did: ``posted``, ``taken`` (key claimed before),
     ``stale`` (guess refused)."""
     counts: Counter[str] = Counter()
@@ -36,7 +35,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
         return out
 
     monkeypatch.setattr(express, "post_earn", spy)
-    yield counts
+    return counts
 
 
 async def _earn(hub: Hub, shop: str, member: int, code: str, n: int, key: str) -> Any:
