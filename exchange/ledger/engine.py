@@ -76,7 +76,8 @@ def entry_rows(wallet: str | None = None) -> str:
     postings and lots (a wallet the statement itself found); the postings are then numbered
     again in ascending account id, the order :func:`checked_params` gives them.
     """
-    legs = "jsonb_to_recordset(d.doc->'postings')" + (
+    legs = (
+        "jsonb_to_recordset(d.doc->'postings')"
         " AS t(seq smallint, account_id bigint, asset_id int, amount bigint)"
     )
     if wallet is None:

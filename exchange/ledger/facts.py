@@ -8,8 +8,8 @@ deleted. Caching these per process is therefore exact, not a staleness trade-off
 process may keep them as long as it likes. Only positive answers are cached (an unknown
 currency or reference is asked again next time, so it is found as soon as it exists).
 
-Two guesses ride along, kept apart from the facts: the last-seen *state* of each currency
-(rate in force, active flags, exposure limit) and nothing else. The express path
+One guess rides along, kept apart from the facts: each currency as last seen, with its
+changing state (rate in force, active flags, exposure limit). The express path
 (:mod:`exchange.ledger.express`) builds an earn on that guess and its statement checks the
 guess against the database before it writes anything; a wrong guess costs a retry on the
 ordinary path, never a wrong entry.
@@ -135,19 +135,6 @@ def currency_from_state(facts: CurrencyFacts, row: Any, offset: int = 0) -> Curr
     )
 
 
-CurrencyState = tuple[bool, Decimal | None, bool, int | None]
-"""``(active, rate in force, issuer active, issuer exposure limit)``: the changing part."""
-
-
-def state_of(currency: Currency) -> CurrencyState:
-    return (
-        currency.active,
-        currency.rate,
-        currency.issuer_active,
-        currency.issuer_exposure_limit_micro,
-    )
-
-
 class Facts:
     """The cached fixed facts of one database."""
 
@@ -156,14 +143,15 @@ class Facts:
         self.links: Bounded[tuple[int, str], int] = Bounded(MAX_LINKS)
         self.settlement_accounts: Bounded[int, int] = Bounded(MAX_MERCHANTS)
         self.settlement: SettlementAsset | None = None
-        self.states: Bounded[int, CurrencyState] = Bounded(MAX_CURRENCIES)
-        """Currency id → its last-seen state: a guess, checked wherever it is used."""
+        self.states: Bounded[int, Currency] = Bounded(MAX_CURRENCIES)
+        """Currency id → the currency as last seen: its state is a guess, checked wherever
+        it is used."""
 
-    def last_state(self, currency_id: int) -> CurrencyState | None:
+    def last_state(self, currency_id: int) -> Currency | None:
         return self.states.get(currency_id)
 
     def saw_state(self, currency: Currency) -> None:
-        self.states.put(currency.id, state_of(currency))
+        self.states.put(currency.id, currency)
 
     def forget_state(self, currency_id: int) -> None:
         self.states.forget(currency_id)

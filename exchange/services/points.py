@@ -276,14 +276,20 @@ async def earn(
     facts = facts_of(pool)
     known = await known_currency(pool, currency_code)
     if known is not None:
-        express = await _earn_express(
-            pool, actor, facts, known, member_id, points, idempotency_key, extra, request, now
+        e = _Earn(
+            pool,
+            actor,
+            merchant_id,
+            facts,
+            known,
+            member_id,
+            points,
+            idempotency_key,
+            extra,
+            request,
+            now,
         )
-        if express is not None:
-            return express
-        return await _earn_queued(
-            pool, actor, facts, known, member_id, points, idempotency_key, extra, request, now
-        )
+        return await _earn_express(e) or await _earn_queued(e)
 
     async def body(conn: Conn, claim: Claim) -> int:
         # The currency was read with the claim (one round trip for both).
@@ -320,119 +326,102 @@ async def known_currency(pool: Pool, code: str) -> CurrencyFacts | None:
     return found
 
 
-async def _earn_queued(
-    pool: Pool,
-    actor: Actor,
-    facts: Facts,
-    known: CurrencyFacts,
-    member_id: int,
-    points: int,
-    idempotency_key: str,
-    extra: dict[str, Any],
-    request: dict[str, Any],
-    now: datetime,
-) -> Outcome:
+@dataclass(frozen=True)
+class _Earn:
+    """One :func:`earn` of a currency whose fixed facts are cached."""
+
+    pool: Pool
+    actor: Actor
+    merchant_id: int
+    facts: Facts
+    known: CurrencyFacts
+    member_id: int
+    points: int
+    idempotency_key: str
+    extra: dict[str, Any]
+    request: dict[str, Any]
+    now: datetime
+
+    async def draft(
+        self, conn: Conn, claim: Claim, currency: Currency, wallet: tuple[int, int] | None
+    ) -> EntryDraft:
+        return await draft_earn(
+            conn,
+            claim,
+            merchant_id=self.merchant_id,
+            member_id=self.member_id,
+            currency=currency,
+            points=self.points,
+            now=self.now,
+            details=self.extra,
+            wallet=wallet,
+            facts=self.facts,
+        )
+
+
+async def _earn_queued(e: _Earn) -> Outcome:
     """:func:`earn` of a currency whose fixed facts are cached: two round trips.
 
     The first claims the key, reads the currency's state and locks the wallet; the second
     writes the entry and commits.
     """
-    merchant_id = actor.merchant_id
-    assert merchant_id is not None
 
     async def claim(conn: Conn, digest: bytes) -> tuple[Prior | None, Claimed | None]:
         prior, found = await claim_and_lock_wallet(
             conn,
-            initiator=actor.initiator,
-            key=idempotency_key,
+            initiator=e.actor.initiator,
+            key=e.idempotency_key,
             operation="earn",
             digest=digest,
-            facts=known,
-            member_id=member_id,
-            at=now,
+            facts=e.known,
+            member_id=e.member_id,
+            at=e.now,
         )
         if found is not None:
-            facts.saw_state(found.currency)
+            e.facts.saw_state(found.currency)
         return prior, found
 
     async def body(conn: Conn, claim: Claim, found: Claimed) -> engine.PendingPost:
-        currency = check_usable(found.currency, known.code, issuing=True)
-        draft = await draft_earn(
-            conn,
-            claim,
-            merchant_id=merchant_id,
-            member_id=member_id,
-            currency=currency,
-            points=points,
-            now=now,
-            details=extra,
-            wallet=found.wallet,
-            facts=facts,
-        )
-        return await engine.post_queued(conn, draft)
+        currency = check_usable(found.currency, e.known.code, issuing=True)
+        return await engine.post_queued(conn, await e.draft(conn, claim, currency, found.wallet))
 
     return await idempotent_queued(
-        pool,
-        initiator=actor.initiator,
-        key=idempotency_key,
+        e.pool,
+        initiator=e.actor.initiator,
+        key=e.idempotency_key,
         operation="earn",
-        request=request,
+        request=e.request,
         claim=claim,
         body=body,
     )
 
 
-async def _earn_express(
-    pool: Pool,
-    actor: Actor,
-    facts: Facts,
-    known: CurrencyFacts,
-    member_id: int,
-    points: int,
-    idempotency_key: str,
-    extra: dict[str, Any],
-    request: dict[str, Any],
-    now: datetime,
-) -> Outcome | None:
-    """:func:`earn` in one statement, built on the last-seen state of the currency (see
+async def _earn_express(e: _Earn) -> Outcome | None:
+    """:func:`earn` in one statement, built on the currency as last seen (see
     :mod:`exchange.ledger.express`).
 
     ``None``: no usable guess, or the guess failed (nothing was written): take the ordinary
     path, which also stores any refusal under the key.
     """
-    state = facts.last_state(known.id)
-    if state is None:
+    currency = e.facts.last_state(e.known.id)
+    if (
+        currency is None
+        or not (currency.active and currency.issuer_active)
+        or currency.rate is None
+        or currency.issuer_exposure_limit_micro is not None
+    ):
         return None
-    active, rate, issuer_active, limit = state
-    if not (active and issuer_active) or rate is None or limit is not None:
-        return None
-    currency = known.with_state(
-        active=True, rate=rate, issuer_active=True, exposure_limit_micro=None
-    )
-    merchant_id = actor.merchant_id
-    assert merchant_id is not None
-    idempotency.check_key(idempotency_key)
-    claim = Claim(actor.initiator, idempotency_key, idempotency.fingerprint("earn", request))
-    guess = express.Guess(currency_id=known.id, rate=rate)
+    idempotency.check_key(e.idempotency_key)
+    claim = Claim(e.actor.initiator, e.idempotency_key, idempotency.fingerprint("earn", e.request))
+    guess = express.Guess(currency_id=currency.id, rate=currency.rate)
 
     async def work(conn: Conn) -> Outcome | None:
-        draft = await draft_earn(
-            conn,
-            claim,
-            merchant_id=merchant_id,
-            member_id=member_id,
-            currency=currency,
-            points=points,
-            now=now,
-            details=extra,
-            wallet=(express.WALLET, 0),
-            facts=facts,
-        )
+        draft = await e.draft(conn, claim, currency, (express.WALLET, 0))
         try:
             posted = await express.post_earn(conn, draft, "earn", guess)
         except express.Stale as stale:
             if stale.state:
-                facts.forget_state(known.id)
+                e.facts.forget_state(currency.id)
             return None
         if posted is not None:
             return Outcome(entry_id=posted.entry_id, replayed=False, posted=posted)
@@ -442,7 +431,7 @@ async def _earn_express(
         assert prior.entry_id is not None
         return Outcome(entry_id=prior.entry_id, replayed=True)
 
-    return await autocommitted(pool, work)
+    return await autocommitted(e.pool, work)
 
 
 async def redeem(
