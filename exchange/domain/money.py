@@ -80,12 +80,21 @@ def points_from_decimal(text: str, scale: int) -> int:
 
 def points_to_decimal(n: int, scale: int) -> str:
     """The exact decimal text of ``n`` smallest units."""
-    return _plain(Decimal(n).scaleb(-scale), scale)
+    return _fixed(n, scale)
 
 
 def micro_to_decimal(micro: int) -> str:
     """Micro-units as an exact decimal string with six places."""
-    return _plain(Decimal(micro).scaleb(-MICRO_DIGITS), MICRO_DIGITS)
+    return _fixed(micro, MICRO_DIGITS)
+
+
+def _fixed(n: int, places: int) -> str:
+    """``n / 10**places`` written with exactly ``places`` decimals, in integer arithmetic
+    (what ``_plain(Decimal(n).scaleb(-places), places)`` gives, several times faster)."""
+    if places <= 0:
+        return _plain(Decimal(n).scaleb(-places), places)
+    whole, part = divmod(-n if n < 0 else n, 10**places)
+    return f"{'-' if n < 0 else ''}{whole}.{part:0{places}d}"
 
 
 def decimal_to_micro(text: str) -> int:
@@ -111,10 +120,18 @@ def value_micro(n: int, rate: Decimal, scale: int) -> int:
 
     ``n`` is in smallest units, so the whole-point count is ``n / 10**scale``.
     """
-    with localcontext() as ctx:
-        ctx.prec = 80
-        exact = Decimal(n) * rate * Decimal(10) ** (MICRO_DIGITS - scale)
-        return int(exact.to_integral_value(rounding=ROUND_HALF_EVEN))
+    # In integers: the rate is the exact fraction num/den, so the worth is
+    # n·num·10^(6−scale) / den, and half-even rounding compares twice the remainder with
+    # the divisor (floor division by a positive divisor leaves 0 ≤ r < den).
+    num, den = rate.as_integer_ratio()
+    shift = MICRO_DIGITS - scale
+    top = n * num * 10**shift if shift >= 0 else n * num
+    bottom = den if shift >= 0 else den * 10**-shift
+    q, r = divmod(top, bottom)
+    twice = 2 * r
+    if twice > bottom or (twice == bottom and q % 2):
+        q += 1
+    return q
 
 
 def floor_points_for_value(micro: Decimal | int, rate: Decimal, scale: int) -> int:

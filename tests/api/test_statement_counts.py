@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from world import World, data, gql, make_world
 
+from exchange.api.loaders import BalanceRow, Loaders
 from exchange.config import Settings
 from exchange.services.tx import Pool
 
@@ -101,3 +102,29 @@ async def test_wallet_balances_are_one_statement(
     count, body = await _count(counter, client, query, {}, headers)
     assert body["wallet"]["totalValue"] == "7.600000"
     assert count == 1, counter.statements
+
+
+async def test_one_wallet_and_several_wallets_read_the_same_balances(
+    pool: Pool, settings: Settings
+) -> None:
+    """One wallet is read with a scalar parameter (PostgreSQL keeps its generic plan),
+    several in one batch with an array: both give each member exactly its own balances."""
+    world: World = await make_world(pool, settings)
+    tea = await world.shop("tea-house")
+    await world.currency(tea, "TEA", "0.01")
+    await world.currency(tea, "GOLD", "2.5")
+    alice = await world.member(tea, "c-1")
+    bob = await world.member(tea, "c-2")
+    carol = await world.member(tea, "c-3")
+    await world.earn(tea, alice, "TEA", 10)
+    await world.earn(tea, alice, "GOLD", 3)
+    await world.earn(tea, bob, "GOLD", 1)
+
+    def seen(rows: list[BalanceRow]) -> list[tuple[str, int]]:
+        return [(r.currency.code, r.amount) for r in rows]
+
+    batched = await Loaders(pool).wallet_balances.load_many([alice, bob, carol])
+    alone = [await Loaders(pool).wallet_balances.load(m) for m in (alice, bob, carol)]
+
+    assert [seen(rows) for rows in batched] == [[("GOLD", 3), ("TEA", 10)], [("GOLD", 1)], []]
+    assert [seen(rows) for rows in alone] == [seen(rows) for rows in batched]

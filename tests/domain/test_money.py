@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import pytest
 from hypothesis import given
@@ -89,3 +89,38 @@ def test_cumulative_shares_add_up_to_the_whole(
     ]
     assert sum(parts) == amount
     assert scale_amount(-amount, whole // 2, whole) == -scale_amount(amount, whole // 2, whole)
+
+
+def _value_by_decimal(n: int, rate: Decimal, scale: int) -> int:
+    """The definition: n × rate in micro-units, rounded half-even once (exact Decimal)."""
+    with localcontext() as ctx:
+        ctx.prec = 200
+        exact = Decimal(n) * rate * Decimal(10) ** (6 - scale)
+        return int(exact.to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+rates = st.decimals(
+    min_value=Decimal("0.000001"), max_value=Decimal("1000000"), places=8, allow_nan=False
+)
+
+
+@given(st.integers(-(10**18), 10**18), rates, st.integers(0, 8))
+def test_value_in_integers_equals_the_decimal_definition(n: int, rate: Decimal, scale: int) -> None:
+    assert value_micro(n, rate, scale) == _value_by_decimal(n, rate, scale)
+
+
+@given(st.integers(-(10**6), 10**6), st.sampled_from(["0.5", "0.25", "0.125", "2.5"]))
+def test_value_ties_round_to_even(n: int, rate: str) -> None:
+    # rates whose products land exactly on halves exercise the tie rule at every scale
+    for scale in (6, 7, 8, 9):
+        assert value_micro(n, Decimal(rate), scale) == _value_by_decimal(n, Decimal(rate), scale)
+
+
+@given(st.integers(-(10**20), 10**20), st.integers(0, 12))
+def test_fixed_point_text_equals_the_decimal_text(n: int, places: int) -> None:
+    with localcontext() as ctx:
+        ctx.prec = 60
+        expected = format(Decimal(n).scaleb(-places).quantize(Decimal(1).scaleb(-places)), "f")
+    assert points_to_decimal(n, places) == expected
+    if places == 6:
+        assert micro_to_decimal(n) == expected
