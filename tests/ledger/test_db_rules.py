@@ -109,6 +109,54 @@ async def test_an_entry_is_written_by_one_statement(hub: Hub) -> None:
     assert moved == [-10, 10]
 
 
+_MANY_ENTRIES = (
+    "WITH e AS (INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, effective_at)"
+    "  SELECT 'adjust', 'raw', %s || g, '\\x00', now() FROM generate_series(1, %s) AS g"
+    "  RETURNING id)"
+    " INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
+    " SELECT id, 1, %s, %s, 1 FROM e UNION ALL SELECT id, 2, %s, %s, -1 FROM e"
+)
+
+
+async def test_the_posting_rules_read_none_of_the_journal(hub: Hub) -> None:
+    """The checks of a statement look at its own postings only: writing 200 entries reads
+    no row of `postings`, whatever the history (a check that re-summed the entries from the
+    journal could walk all of it)."""
+    await _earn(hub)
+    wallet, outstanding, asset = _accounts(hub.url)
+    legs = (wallet, asset, outstanding, asset)
+    with psycopg.connect(hub.url) as conn:
+        conn.execute(_MANY_ENTRIES, ("history-", 2000, *legs))
+        conn.commit()
+        conn.execute("ANALYZE postings")
+        conn.commit()
+        conn.execute(_MANY_ENTRIES, ("new-", 200, *legs))
+        read = conn.execute(
+            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+            "  FROM pg_stat_xact_user_tables WHERE relname = 'postings'"
+        ).fetchone()
+        conn.commit()
+    assert read == (0,)
+    # A second statement adding balanced legs to a balanced entry keeps it balanced, and is
+    # accepted; one adding unbalanced legs is refused.
+    with psycopg.connect(hub.url) as conn:
+        entry = _new_entry(conn)
+        sql = (
+            "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount) VALUES"
+            " (%s, %s, %s, %s, %s), (%s, %s, %s, %s, %s)"
+        )
+        conn.execute(sql, (entry, 1, wallet, asset, 5, entry, 2, outstanding, asset, -5))
+        conn.execute(sql, (entry, 3, wallet, asset, 2, entry, 4, outstanding, asset, -2))
+        conn.commit()
+        total = conn.execute(
+            "SELECT sum(amount) FROM postings WHERE entry_id = %s", (entry,)
+        ).fetchone()
+    assert total == (0,)
+    _refused(
+        hub.url, [(sql, (entry, 5, wallet, asset, 2, entry, 6, outstanding, asset, -1))], "EX003"
+    )
+
+
 async def test_postings_and_entries_are_append_only(hub: Hub) -> None:
     entry = await _earn(hub)
     spent = await points.redeem(
