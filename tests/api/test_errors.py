@@ -11,6 +11,7 @@ import pytest
 from graphql import GraphQLError
 from hypothesis import given
 from hypothesis import strategies as st
+from strawberry.exceptions import StrawberryInputCoercionError
 
 from exchange.api.errors import (
     ErrorCode,
@@ -80,12 +81,22 @@ def test_masking_predicate() -> None:
     assert invalid.extensions == {"code": "GRAPHQL_VALIDATION_FAILED"}
 
 
-@given(st.decimals(allow_nan=False, allow_infinity=False, places=6))
+_WIDEST = Decimal("9" * 30 + "." + "9" * 6)
+"""The largest magnitude the Decimal scalar accepts with six places: 30 integer digits."""
+
+
+@given(st.decimals(min_value=-_WIDEST, max_value=_WIDEST, places=6))
 def test_decimal_scalar_round_trips(value: Decimal) -> None:
     text = serialize_decimal(value)
     assert "E" not in text
     assert "e" not in text
     assert parse_decimal(text) == value
+
+
+@pytest.mark.parametrize("text", ["1" + "0" * 30, "-1" + "0" * 30 + ".5", "1." + "0" * 31])
+def test_decimal_scalar_refuses_more_than_thirty_digits_a_side(text: str) -> None:
+    with pytest.raises(StrawberryInputCoercionError, match="plain decimal"):
+        parse_decimal(text)
 
 
 @pytest.mark.parametrize(
