@@ -178,6 +178,11 @@ the prepared statement's generic plan instead of planning every read again (plan
 twice as long as executing)."""
 
 
+_CURRENCIES = f"SELECT {CURRENCY_COLUMNS} FROM currencies c {CURRENT_RATE_JOIN}"
+_BY_ID = _CURRENCIES + " WHERE c.id = ANY(%s)"
+_BY_CODE = _CURRENCIES + " WHERE c.code = ANY(%s)"
+
+
 # -- batch functions ---------------------------------------------------------------------------
 
 
@@ -205,17 +210,9 @@ class Loaders:
         if len(found) < len(wanted):
             found.update({row.id: row for row in await self._rows_by_code() if row.id in wanted})
         missing = [i for i in ids if i not in found]
-        if missing:
-            rows = await fetch_all(
-                self.pool,
-                f"SELECT {CURRENCY_COLUMNS} FROM currencies c {CURRENT_RATE_JOIN}"
-                " WHERE c.id = ANY(%s)",
-                (missing,),
-            )
-            for r in rows:
-                row = currency_row(r)
-                found[row.id] = row
-                self.currency_by_code.prime(row.code, row)
+        for row in await self._currency_rows(_BY_ID, missing):
+            found[row.id] = row
+            self.currency_by_code.prime(row.code, row)
         return _ordered(ids, found)
 
     async def _rows_by_code(self) -> list[CurrencyRow]:
@@ -229,18 +226,16 @@ class Loaders:
     async def _currencies_by_code(self, codes: Sequence[str]) -> list[CurrencyRow | None]:
         found = {c: self._seen_codes[c] for c in codes if c in self._seen_codes}
         missing = [c for c in codes if c not in found]
-        if missing:
-            rows = await fetch_all(
-                self.pool,
-                f"SELECT {CURRENCY_COLUMNS} FROM currencies c {CURRENT_RATE_JOIN}"
-                " WHERE c.code = ANY(%s)",
-                (missing,),
-            )
-            for r in rows:
-                row = currency_row(r)
-                found[row.code] = row
-                self.currency.prime(row.id, row)
+        for row in await self._currency_rows(_BY_CODE, missing):
+            found[row.code] = row
+            self.currency.prime(row.id, row)
         return _ordered(codes, found)
+
+    async def _currency_rows(self, query: str, keys: list[Any]) -> list[CurrencyRow]:
+        """The currencies of ``keys`` (no statement for none)."""
+        if not keys:
+            return []
+        return [currency_row(r) for r in await fetch_all(self.pool, query, (keys,))]
 
     async def _merchants(self, ids: Sequence[int]) -> list[MerchantRow | None]:
         rows = await fetch_all(
