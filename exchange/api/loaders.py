@@ -106,6 +106,19 @@ class EntryRow:
     recorded_at: datetime
 
 
+_FLAT = (str, int, bool, type(None))
+
+
+def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` as the database gives it back from a ``jsonb`` column: a flat document of
+    text, integers, booleans and nulls is its own round trip; anything else goes through
+    JSON."""
+    if all(type(v) in _FLAT for v in doc.values()):
+        return dict(doc)
+    loaded: dict[str, Any] = json.loads(json.dumps(doc, sort_keys=True))
+    return loaded
+
+
 def posted_entry_row(entry_id: int, recorded_at: datetime, draft: EntryDraft) -> EntryRow:
     """The row an entry written from ``draft`` has, without reading it back (JSON values go
     through the same encoding the database stores)."""
@@ -117,8 +130,8 @@ def posted_entry_row(entry_id: int, recorded_at: datetime, draft: EntryDraft) ->
         member_id=draft.member_id,
         reverses_entry_id=draft.reverses_entry_id,
         quote_id=draft.quote_id,
-        rates=json.loads(json.dumps(draft.rates, sort_keys=True)),
-        details=json.loads(json.dumps(draft.details, sort_keys=True)),
+        rates=_as_stored(draft.rates),
+        details=_as_stored(draft.details),
         effective_at=draft.effective_at,
         recorded_at=recorded_at,
     )

@@ -136,14 +136,21 @@ SELECT %s, t.lot_id, t.amount FROM unnest(%s::bigint[], %s::bigint[]) AS t(lot_i
 """
 
 
-def checked_params(draft: EntryDraft) -> dict[str, Any]:
-    """The parameters of :data:`_POST` for ``draft``, once the draft is checked."""
+def checked_legs(draft: EntryDraft) -> list[Leg]:
+    """``draft``'s legs merged per account in ascending account id, once checked to sum to
+    zero per asset."""
     legs = merge_legs(draft.legs)
     bad = imbalances(legs)
     if bad:
         raise UnbalancedEntry(f"{draft.kind} entry does not balance: {bad}")
     if not legs:
         raise UnbalancedEntry(f"{draft.kind} entry has no postings")
+    return legs
+
+
+def checked_params(draft: EntryDraft) -> dict[str, Any]:
+    """The parameters of :data:`_POST` for ``draft``, once the draft is checked."""
+    legs = checked_legs(draft)
     moves = [(lot_id, amount) for lot_id, amount in draft.lot_moves if amount != 0]
     return {
         "kind": draft.kind,

@@ -19,17 +19,33 @@ A claimed key that fails a check raises ``EX007`` (``exchange_refuse_stale``), w
 the whole statement back, claim included: the caller takes the ordinary path (and forgets
 its guess when the state was the cause). The database's own rules (zero sum, no negative
 wallet, asset match) apply to the express entry as to any other.
+
+:func:`post_earns` does the same for several earns in one statement (concurrent requests of
+one process, gathered by :mod:`exchange.services.express_batches`): every key is claimed in
+``(initiator, key)`` order, every wallet locked in ascending account id, and if any claimed
+earn fails its check the whole statement is refused (``EX007``) and each earn is tried
+again alone.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import psycopg
 
 from exchange.domain.entries import merge_legs
-from exchange.ledger.engine import Conn, EntryDraft, Posted, checked_params, entry_rows, posted_from
+from exchange.ledger.engine import (
+    Conn,
+    EntryDraft,
+    Posted,
+    checked_legs,
+    checked_params,
+    entry_rows,
+    posted_from,
+)
 from exchange.ledger.facts import STATE_COLUMNS
 
 STALE = "EX007"
@@ -74,9 +90,11 @@ class Stale(Exception):
 
     def __init__(self, cause: str) -> None:
         super().__init__(cause)
-        self.state = cause != "wallet"
-        """True when the currency's state was the cause (else the wallet: missing or in
-        debt)."""
+        self.cause = cause
+        """``state`` (the currency's), ``wallet`` (missing or in debt) or ``batch`` (some
+        earn of a :func:`post_earns` statement: each must be tried alone)."""
+        self.state = cause == "state"
+        """True when the currency's state was the cause."""
 
 
 @dataclass(frozen=True)
@@ -128,3 +146,144 @@ def _naming_wallet(draft: EntryDraft, wallet_id: int) -> EntryDraft:
             for lot in draft.new_lots
         ],
     )
+
+
+_EXPRESS_MANY = """
+WITH i AS (
+    SELECT t.*
+      FROM jsonb_to_recordset(%(items)s::jsonb)
+           AS t(ord int, initiator text, key text, fp text, merchant bigint, member bigint,
+                currency int, rate numeric, at timestamptz, rates jsonb, details jsonb,
+                legs jsonb, points bigint, expires_at timestamptz)
+), claim AS (
+    INSERT INTO requests (initiator, idempotency_key, operation, fingerprint)
+    SELECT i.initiator, i.key, %(operation)s, decode(i.fp, 'hex') FROM i
+     ORDER BY i.initiator, i.key
+    ON CONFLICT DO NOTHING RETURNING initiator, idempotency_key
+), ci AS MATERIALIZED (
+    SELECT i.* FROM i JOIN claim c ON c.initiator = i.initiator AND c.idempotency_key = i.key
+), w AS (
+    SELECT ci.ord, b.account_id
+      FROM ci
+      JOIN currencies c ON c.id = ci.currency
+      JOIN merchants m ON m.id = c.issuer_id
+      JOIN accounts a ON a.kind = 'wallet' AND a.asset_id = ci.currency
+                     AND a.member_id = ci.member
+      JOIN balances b ON b.account_id = a.id AND b.stripe = 0
+     WHERE b.amount >= 0
+       AND ROW(c.active,
+               (SELECT r.rate FROM rates r WHERE r.currency_id = c.id AND r.effective_at <= ci.at
+                 ORDER BY r.effective_at DESC LIMIT 1),
+               m.status = 'active', m.exposure_limit_micro)
+           IS NOT DISTINCT FROM ROW(true, ci.rate, true, NULL::bigint)
+     ORDER BY b.account_id
+       FOR UPDATE OF b
+), e AS (
+    INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id, member_id,
+                         rates, details, effective_at)
+    SELECT %(kind)s::text, ci.initiator, ci.key, decode(ci.fp, 'hex'), ci.merchant, ci.member,
+           ci.rates, ci.details, ci.at
+      FROM ci JOIN w ON w.ord = ci.ord
+     ORDER BY ci.ord
+    RETURNING id, initiator, idempotency_key, recorded_at
+), ew AS MATERIALIZED (
+    SELECT e.id, e.recorded_at, ci.ord, ci.legs, ci.points, ci.at, ci.expires_at,
+           w.account_id AS wallet
+      FROM e JOIN ci ON ci.initiator = e.initiator AND ci.key = e.idempotency_key
+      JOIN w ON w.ord = ci.ord
+), p AS (
+    INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)
+    SELECT ew.id, row_number() OVER (PARTITION BY ew.id ORDER BY x.account_id, x.asset_id),
+           x.account_id, x.asset_id, x.amount
+      FROM ew, LATERAL (
+           SELECT coalesce(nullif(t.account_id, 0), ew.wallet) AS account_id, t.asset_id,
+                  t.amount
+             FROM jsonb_to_recordset(ew.legs) AS t(account_id bigint, asset_id int,
+                                                  amount bigint)) AS x
+     ORDER BY 1, 2
+), l AS (
+    INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)
+    SELECT ew.wallet, ew.id, ew.points, ew.points, ew.at, ew.expires_at FROM ew ORDER BY ew.id
+    RETURNING id, entry_id
+)
+SELECT i.ord, c.idempotency_key IS NOT NULL, ew.id, ew.recorded_at, l.id, ew.wallet,
+       CASE WHEN (SELECT count(*) FROM ci) <> (SELECT count(*) FROM ew)
+            THEN exchange_refuse_stale('batch') END
+  FROM i
+  LEFT JOIN claim c ON c.initiator = i.initiator AND c.idempotency_key = i.key
+  LEFT JOIN ew ON ew.ord = i.ord
+  LEFT JOIN l ON l.entry_id = ew.id
+ ORDER BY i.ord
+"""
+"""Several express earns in one statement; one row per earn, in the order given."""
+
+
+def _express_item(ord_: int, draft: EntryDraft, guess: Guess) -> dict[str, object]:
+    legs = checked_legs(draft)  # refuses an unbalanced draft before anything is sent
+    assert not draft.lot_moves
+    (lot,) = draft.new_lots
+    assert lot.wallet_id == WALLET
+    assert not lot.repays_debt
+    return {
+        "ord": ord_,
+        "initiator": draft.initiator,
+        "key": draft.idempotency_key,
+        "fp": draft.fingerprint.hex(),
+        "merchant": draft.merchant_id,
+        "member": draft.member_id,
+        "currency": guess.currency_id,
+        "rate": str(guess.rate),
+        "at": draft.effective_at.isoformat(),
+        "rates": draft.rates,
+        "details": draft.details,
+        "legs": [
+            {"account_id": g.account_id, "asset_id": g.asset_id, "amount": g.amount} for g in legs
+        ],
+        "points": lot.amount,
+        "expires_at": None if lot.expires_at is None else lot.expires_at.isoformat(),
+    }
+
+
+async def post_earns(
+    conn: Conn, drafts: Sequence[EntryDraft], guesses: Sequence[Guess], operation: str
+) -> list[Posted | None]:
+    """:func:`post_earn` for several earns in one statement, all or none.
+
+    The drafts must have distinct ``(initiator, key)`` and one ``kind``, each opening
+    exactly one lot in the wallet :data:`WALLET` and moving no other lot. One result per
+    draft, in order: the written entry, or ``None`` when its key was claimed before.
+    Raises :class:`Stale` (cause ``"batch"``) when any claimed draft's guess failed:
+    nothing was written.
+    """
+    assert conn.autocommit, "the express statement commits itself"
+    assert len(drafts) == len(guesses)
+    assert drafts
+    assert len({(d.initiator, d.idempotency_key) for d in drafts}) == len(drafts)
+    items = [_express_item(n, d, g) for n, (d, g) in enumerate(zip(drafts, guesses, strict=True))]
+    params = {
+        "items": json.dumps(items, separators=(",", ":")),
+        "operation": operation,
+        "kind": drafts[0].kind,
+    }
+    assert all(d.kind == drafts[0].kind for d in drafts)
+    try:
+        cur = await conn.execute(_EXPRESS_MANY, params)
+    except psycopg.Error as exc:
+        if exc.sqlstate == STALE:
+            raise Stale("batch") from exc
+        raise
+    out: list[Posted | None] = []
+    for draft, row in zip(drafts, await cur.fetchall(), strict=True):
+        if not row[1]:
+            out.append(None)
+            continue
+        wallet_id = int(row[5])
+        out.append(
+            Posted(
+                entry_id=int(row[2]),
+                recorded_at=row[3],
+                lot_ids=(int(row[4]),),
+                draft=_naming_wallet(draft, wallet_id),
+            )
+        )
+    return out

@@ -194,6 +194,13 @@ class Facts:
             self.settlement_accounts.put(merchant_id, found)
         return found
 
+    def cached_settlement(self, merchant_id: int) -> tuple[int, int] | None:
+        """``(settlement asset id, merchant's settlement account)`` if both are cached."""
+        account = self.settlement_accounts.get(merchant_id)
+        if self.settlement is None or account is None:
+            return None
+        return self.settlement.id, account
+
     def link(self, merchant_id: int, customer_ref: str) -> int | None:
         return self.links.get((merchant_id, customer_ref))
 

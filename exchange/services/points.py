@@ -29,12 +29,13 @@ from exchange.ledger.accounts import (
     wallet,
 )
 from exchange.ledger.claims import Claimed, claim_and_lock_wallet
-from exchange.ledger.engine import Conn, EntryDraft, NewLot
+from exchange.ledger.engine import Conn, EntryDraft, NewLot, Posted
 from exchange.ledger.facts import CurrencyFacts, Facts, facts_of
 from exchange.ledger.idempotency import Prior
 from exchange.services import clock
 from exchange.services.actors import ADMIN, Actor
 from exchange.services.expiry import expire_overdue
+from exchange.services.express_batches import ALONE, batches_of
 from exchange.services.tx import (
     Claim,
     Outcome,
@@ -212,23 +213,63 @@ async def draft_earn(
     ``facts``: the database's cached fixed facts, to find settlement accounts without a
     statement.
     """
-    extra = details or {}
     v = currency.value(points)
     await check_exposure(conn, currency, v, now)
     wallet_id, lot = await credit_wallet(conn, member_id, currency, points, wallet)
-    lot = NewLot(lot.wallet_id, lot.amount, currency.expiry.expires_at(now), lot.repays_debt)
+    settlement = None
+    if merchant_id != currency.issuer_id:
+        if facts is None:
+            settlement = (
+                (await settlement_asset(conn)).id,
+                await settlement_account(conn, merchant_id),
+            )
+        else:
+            settlement = (
+                (await facts.settlement_asset(conn)).id,
+                await facts.settlement_account(conn, merchant_id),
+            )
+    return earn_draft(
+        claim,
+        merchant_id=merchant_id,
+        member_id=member_id,
+        currency=currency,
+        points=points,
+        now=now,
+        details=details,
+        wallet_id=wallet_id,
+        repays_debt=lot.repays_debt,
+        settlement=settlement,
+    )
+
+
+def earn_draft(
+    claim: Claim,
+    *,
+    merchant_id: int,
+    member_id: int,
+    currency: Currency,
+    points: int,
+    now: datetime,
+    details: dict[str, Any] | None,
+    wallet_id: int,
+    repays_debt: int,
+    settlement: tuple[int, int] | None,
+) -> EntryDraft:
+    """The entry of an earn into wallet ``wallet_id`` once everything it needs is known.
+
+    ``settlement``: ``(settlement asset id, the awarding merchant's settlement account)``
+    when the merchant is not the issuer (it then owes the issuer the points' value).
+    """
+    v = currency.value(points)
+    lot = NewLot(wallet_id, points, currency.expiry.expires_at(now), repays_debt)
     legs = [
         Leg(currency.outstanding_id, currency.id, -points),
         Leg(wallet_id, currency.id, points),
     ]
     if merchant_id != currency.issuer_id:
-        if facts is None:
-            asset = await settlement_asset(conn)
-            payer = await settlement_account(conn, merchant_id)
-        else:
-            asset = await facts.settlement_asset(conn)
-            payer = await facts.settlement_account(conn, merchant_id)
-        legs += [Leg(payer, asset.id, -v), Leg(currency.issuer_settlement_id, asset.id, v)]
+        assert settlement is not None
+        asset_id, payer = settlement
+        legs += [Leg(payer, asset_id, -v), Leg(currency.issuer_settlement_id, asset_id, v)]
     return EntryDraft(
         kind="earn",
         initiator=claim.initiator,
@@ -243,7 +284,7 @@ async def draft_earn(
             "currency": currency.code,
             "points": points,
             "value": micro_to_decimal(v),
-            **extra,
+            **(details or {}),
         },
         new_lots=[lot],
     )
@@ -398,7 +439,8 @@ async def _earn_queued(e: _Earn) -> Outcome:
 
 async def _earn_express(e: _Earn) -> Outcome | None:
     """:func:`earn` in one statement, built on the currency as last seen (see
-    :mod:`exchange.ledger.express`).
+    :mod:`exchange.ledger.express`), shared with the other express earns of the moment (see
+    :mod:`exchange.services.express_batches`).
 
     ``None``: no usable guess, or the guess failed (nothing was written): take the ordinary
     path, which also stores any refusal under the key.
@@ -414,24 +456,67 @@ async def _earn_express(e: _Earn) -> Outcome | None:
     idempotency.check_key(e.idempotency_key)
     claim = Claim(e.actor.initiator, e.idempotency_key, idempotency.fingerprint("earn", e.request))
     guess = express.Guess(currency_id=currency.id, rate=currency.rate)
+    settlement = None
+    if e.merchant_id != currency.issuer_id:
+        settlement = e.facts.cached_settlement(e.merchant_id)
+        if settlement is None:  # the single statement looks the accounts up (and caches them)
+            return await autocommitted(e.pool, _Alone(e, claim, currency, guess).run)
+    draft = earn_draft(
+        claim,
+        merchant_id=e.merchant_id,
+        member_id=e.member_id,
+        currency=currency,
+        points=e.points,
+        now=e.now,
+        details=e.extra,
+        wallet_id=express.WALLET,
+        repays_debt=0,
+        settlement=settlement,
+    )
+    try:
+        result = await batches_of(e.pool).post(draft, guess, "earn")
+    except express.Stale as stale:
+        if stale.state:
+            e.facts.forget_state(currency.id)
+        return None
+    if isinstance(result, Posted):
+        return Outcome(entry_id=result.entry_id, replayed=False, posted=result)
+    if result is ALONE:
+        return await autocommitted(e.pool, _Alone(e, claim, currency, guess).run)
+    assert result is None
+    async with reading(e.pool) as conn:
+        return await _replayed(conn, claim)
 
-    async def work(conn: Conn) -> Outcome | None:
-        draft = await e.draft(conn, claim, currency, (express.WALLET, 0))
+
+async def _replayed(conn: Conn, claim: Claim) -> Outcome:
+    """The outcome stored under an express earn's key, claimed before it."""
+    prior = await idempotency.prior(conn, claim.initiator, claim.key, "earn", claim.fingerprint)
+    if prior.refusal is not None:
+        raise prior.refusal
+    assert prior.entry_id is not None
+    return Outcome(entry_id=prior.entry_id, replayed=True)
+
+
+@dataclass(frozen=True)
+class _Alone:
+    """An express earn in its own statement (``None``: the guess failed)."""
+
+    e: _Earn
+    claim: Claim
+    currency: Currency
+    guess: express.Guess
+
+    async def run(self, conn: Conn) -> Outcome | None:
+        draft = await self.e.draft(conn, self.claim, self.currency, (express.WALLET, 0))
         try:
-            posted = await express.post_earn(conn, draft, "earn", guess)
+            posted = await express.post_earn(conn, draft, "earn", self.guess)
         except express.Stale as stale:
             if stale.state:
-                e.facts.forget_state(currency.id)
+                self.e.facts.forget_state(self.currency.id)
             return None
         if posted is not None:
             return Outcome(entry_id=posted.entry_id, replayed=False, posted=posted)
-        prior = await idempotency.prior(conn, claim.initiator, claim.key, "earn", claim.fingerprint)
-        if prior.refusal is not None:
-            raise prior.refusal
-        assert prior.entry_id is not None
-        return Outcome(entry_id=prior.entry_id, replayed=True)
-
-    return await autocommitted(e.pool, work)
+        return await _replayed(conn, self.claim)
 
 
 async def redeem(
