@@ -219,15 +219,11 @@ async def draft_earn(
     settlement = None
     if merchant_id != currency.issuer_id:
         if facts is None:
-            settlement = (
-                (await settlement_asset(conn)).id,
-                await settlement_account(conn, merchant_id),
-            )
+            asset, payer = await settlement_asset(conn), await settlement_account(conn, merchant_id)
         else:
-            settlement = (
-                (await facts.settlement_asset(conn)).id,
-                await facts.settlement_account(conn, merchant_id),
-            )
+            asset = await facts.settlement_asset(conn)
+            payer = await facts.settlement_account(conn, merchant_id)
+        settlement = (asset.id, payer)
     return earn_draft(
         claim,
         merchant_id=merchant_id,
