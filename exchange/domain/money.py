@@ -91,7 +91,9 @@ def micro_to_decimal(micro: int) -> str:
 def _fixed(n: int, places: int) -> str:
     """``n / 10**places`` written with exactly ``places`` decimals, in integer arithmetic
     (what ``_plain(Decimal(n).scaleb(-places), places)`` gives, several times faster)."""
-    if places <= 0:
+    if places == 0:
+        return str(n)
+    if places < 0:
         return _plain(Decimal(n).scaleb(-places), places)
     whole, part = divmod(-n if n < 0 else n, 10**places)
     return f"{'-' if n < 0 else ''}{whole}.{part:0{places}d}"
