@@ -21,10 +21,12 @@ its guess when the state was the cause). The database's own rules (zero sum, no 
 wallet, asset match) apply to the express entry as to any other.
 
 :func:`post_earns` does the same for several earns in one statement (concurrent requests of
-one process, gathered by :mod:`exchange.services.express_batches`): every key is claimed in
-``(initiator, key)`` order, every wallet locked in ascending account id, and if any claimed
-earn fails its check the whole statement is refused (``EX007``) and each earn is tried
-again alone.
+one process, gathered by :mod:`exchange.services.express_batches`): it checks every guess
+first (without locks, in the statement's snapshot), claims the keys of the earns that pass
+in ``(initiator, key)`` order, locks their wallets in ascending account id and writes them;
+an earn that failed its check is answered as stale (its key unclaimed) and takes the
+ordinary path on its own. Only a wallet that went into debt between the check and its lock
+refuses the whole statement (``EX007``); its earns are then tried again alone.
 """
 
 from __future__ import annotations
@@ -155,9 +157,26 @@ WITH i AS (
            AS t(ord int, initiator text, key text, fp text, merchant bigint, member bigint,
                 currency int, rate numeric, at timestamptz, rates jsonb, details jsonb,
                 legs jsonb, points bigint, expires_at timestamptz)
+), chk AS MATERIALIZED (
+    SELECT i.ord,
+           coalesce(ROW(c.active,
+                        (SELECT r.rate FROM rates r
+                          WHERE r.currency_id = c.id AND r.effective_at <= i.at
+                          ORDER BY r.effective_at DESC LIMIT 1),
+                        m.status = 'active', m.exposure_limit_micro)
+                    IS NOT DISTINCT FROM ROW(true, i.rate, true, NULL::bigint), false) AS fresh,
+           EXISTS (SELECT FROM accounts a
+                     JOIN balances b ON b.account_id = a.id AND b.stripe = 0
+                    WHERE a.kind = 'wallet' AND a.asset_id = i.currency
+                      AND a.member_id = i.member AND b.amount >= 0) AS wallet
+      FROM i
+      LEFT JOIN currencies c ON c.id = i.currency
+      LEFT JOIN merchants m ON m.id = c.issuer_id
 ), claim AS (
     INSERT INTO requests (initiator, idempotency_key, operation, fingerprint)
-    SELECT i.initiator, i.key, %(operation)s, decode(i.fp, 'hex') FROM i
+    SELECT i.initiator, i.key, %(operation)s, decode(i.fp, 'hex')
+      FROM i JOIN chk ON chk.ord = i.ord
+     WHERE chk.fresh AND chk.wallet
      ORDER BY i.initiator, i.key
     ON CONFLICT DO NOTHING RETURNING initiator, idempotency_key
 ), ci AS MATERIALIZED (
@@ -165,17 +184,10 @@ WITH i AS (
 ), w AS (
     SELECT ci.ord, b.account_id
       FROM ci
-      JOIN currencies c ON c.id = ci.currency
-      JOIN merchants m ON m.id = c.issuer_id
       JOIN accounts a ON a.kind = 'wallet' AND a.asset_id = ci.currency
                      AND a.member_id = ci.member
       JOIN balances b ON b.account_id = a.id AND b.stripe = 0
      WHERE b.amount >= 0
-       AND ROW(c.active,
-               (SELECT r.rate FROM rates r WHERE r.currency_id = c.id AND r.effective_at <= ci.at
-                 ORDER BY r.effective_at DESC LIMIT 1),
-               m.status = 'active', m.exposure_limit_micro)
-           IS NOT DISTINCT FROM ROW(true, ci.rate, true, NULL::bigint)
      ORDER BY b.account_id
        FOR UPDATE OF b
 ), e AS (
@@ -207,9 +219,11 @@ WITH i AS (
     RETURNING id, entry_id
 )
 SELECT i.ord, c.idempotency_key IS NOT NULL, ew.id, ew.recorded_at, l.id, ew.wallet,
+       chk.fresh, chk.wallet,
        CASE WHEN (SELECT count(*) FROM ci) <> (SELECT count(*) FROM ew)
             THEN exchange_refuse_stale('batch') END
   FROM i
+  JOIN chk ON chk.ord = i.ord
   LEFT JOIN claim c ON c.initiator = i.initiator AND c.idempotency_key = i.key
   LEFT JOIN ew ON ew.ord = i.ord
   LEFT JOIN l ON l.entry_id = ew.id
@@ -246,44 +260,50 @@ def _express_item(ord_: int, draft: EntryDraft, guess: Guess) -> dict[str, objec
 
 async def post_earns(
     conn: Conn, drafts: Sequence[EntryDraft], guesses: Sequence[Guess], operation: str
-) -> list[Posted | None]:
-    """:func:`post_earn` for several earns in one statement, all or none.
+) -> list[Posted | Stale | None]:
+    """:func:`post_earn` for several earns in one statement.
 
     The drafts must have distinct ``(initiator, key)`` and one ``kind``, each opening
     exactly one lot in the wallet :data:`WALLET` and moving no other lot. One result per
-    draft, in order: the written entry, or ``None`` when its key was claimed before.
-    Raises :class:`Stale` (cause ``"batch"``) when any claimed draft's guess failed:
-    nothing was written.
+    draft, in order: the written entry; ``None`` when its key was claimed before; a
+    :class:`Stale` when its guess failed (its key is left unclaimed, nothing is written for
+    it). The guesses are checked before any key is claimed; a wallet that went into debt
+    between that check and its lock (a reversal committed meanwhile) refuses the whole
+    statement: :class:`Stale` (cause ``"batch"``) is raised and nothing is written.
     """
     assert conn.autocommit, "the express statement commits itself"
     assert len(drafts) == len(guesses)
     assert drafts
     assert len({(d.initiator, d.idempotency_key) for d in drafts}) == len(drafts)
+    assert all(d.kind == drafts[0].kind for d in drafts)
     items = [_express_item(n, d, g) for n, (d, g) in enumerate(zip(drafts, guesses, strict=True))]
     params = {
         "items": json.dumps(items, separators=(",", ":")),
         "operation": operation,
         "kind": drafts[0].kind,
     }
-    assert all(d.kind == drafts[0].kind for d in drafts)
     try:
         cur = await conn.execute(_EXPRESS_MANY, params)
     except psycopg.Error as exc:
         if exc.sqlstate == STALE:
             raise Stale("batch") from exc
         raise
-    out: list[Posted | None] = []
+    out: list[Posted | Stale | None] = []
     for draft, row in zip(drafts, await cur.fetchall(), strict=True):
-        if not row[1]:
+        claimed, fresh, wallet_ok = row[1], row[6], row[7]
+        if not fresh:
+            out.append(Stale("state"))
+        elif not wallet_ok:
+            out.append(Stale("wallet"))
+        elif not claimed:
             out.append(None)
-            continue
-        wallet_id = int(row[5])
-        out.append(
-            Posted(
-                entry_id=int(row[2]),
-                recorded_at=row[3],
-                lot_ids=(int(row[4]),),
-                draft=_naming_wallet(draft, wallet_id),
+        else:
+            out.append(
+                Posted(
+                    entry_id=int(row[2]),
+                    recorded_at=row[3],
+                    lot_ids=(int(row[4]),),
+                    draft=_naming_wallet(draft, int(row[5])),
+                )
             )
-        )
     return out

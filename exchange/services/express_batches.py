@@ -12,10 +12,12 @@ cores.
 
 Nothing about an earn changes: the same key space and fingerprint, the same entry,
 postings and lot, committed before it is answered. Two earns under the same key never share
-a batch (the later waits for the next one and replays). When any earn of a batch fails its
-check (a stale rate, a wallet in debt, a currency just deactivated) the statement writes
-nothing and every earn of the batch is tried again alone, where the failing one takes the
-ordinary path (and records its refusal) without holding up the others.
+a batch (the later waits for the next one and replays). An earn whose guess fails (a stale
+rate, a currency just deactivated, a first earn with no wallet yet, a wallet in debt) is
+left out of its batch's writes and takes the ordinary path on its own (which records any
+refusal); the others are written. Only when a wallet goes into debt between the statement's
+check and its lock does the statement write nothing; every earn of that batch is then tried
+again alone.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ ALONE = object()
 failed its check; nothing was written)."""
 
 STATS: Counter[str] = Counter()
-"""``batches`` sent, the ``earns`` they carried (single-earn statements included) and the
-earns sent back to be tried ``alone``."""
+"""``batches`` sent, the ``earns`` they carried (single-earn statements included), the earns
+whose guess failed (``stale``: they take the ordinary path) and those sent back to be tried
+``alone`` (their batch was refused)."""
 
 
 @dataclass
@@ -114,13 +117,13 @@ class ExpressBatches:
             if len(batch) == 1:
                 only = batch[0]
 
-                async def one(conn: Conn) -> list[Posted | None]:
+                async def one(conn: Conn) -> list[Posted | express.Stale | None]:
                     return [await express.post_earn(conn, only.draft, operation, only.guess)]
 
                 results: list[Any] = await autocommitted(self.pool, one)
             else:
 
-                async def many(conn: Conn) -> list[Posted | None]:
+                async def many(conn: Conn) -> list[Posted | express.Stale | None]:
                     return await express.post_earns(
                         conn, [w.draft for w in batch], [w.guess for w in batch], operation
                     )
@@ -142,7 +145,11 @@ class ExpressBatches:
                 raise
             return
         for waiting, result in zip(batch, results, strict=True):
-            _answer(waiting, result)
+            if isinstance(result, express.Stale):
+                STATS["stale"] += 1
+                _fail(waiting, result)
+            else:
+                _answer(waiting, result)
 
 
 def _answer(waiting: _Waiting, result: object) -> None:

@@ -11,13 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exchange.domain.entries import Leg
 from exchange.domain.errors import Refusal
 from exchange.domain.money import value_micro
-from exchange.ledger import express
+from exchange.ledger import engine, express
 from exchange.ledger.engine import EntryDraft
 from exchange.ledger.facts import facts_of
 from exchange.ledger.idempotency import fingerprint
-from exchange.services import clock, express_batches, points
+from exchange.services import clock, express_batches, members, points
 from exchange.services.express_batches import STATS
 from exchange.services.points import earn_draft
 from exchange.services.tx import Claim, reading
@@ -121,22 +122,105 @@ async def test_concurrent_earns_share_a_statement_and_write_what_each_would_alon
     assert hub.verify() == []
 
 
-async def test_a_failing_earn_sends_its_batch_mates_alone_and_each_ends_right(hub: Hub) -> None:
+async def test_an_earn_failing_its_check_leaves_the_batch_and_the_others_are_written(
+    hub: Hub,
+) -> None:
     await _warm(hub)
     await make_debt(hub, 1, "debt")  # member 1 owes 100 APT: the express check fails for it
+    newcomer, _ = await members.link_member(hub.pool, hub.merchants["c"], "newcomer")
     before = await hub.wallet(hub.member_ids[1], "APT")
-    plan = [("a", m, "APT", 30) for m in (0, 1, 2)] + [("c", m, "CPT", 5) for m in (0, 1, 2)]
+    plan = [("a", hub.member_ids[m], "APT", 30) for m in (0, 1, 2)]
+    plan += [("c", hub.member_ids[m], "CPT", 5) for m in (0, 1, 2)]
+    plan += [("c", newcomer, "CPT", 7)]  # no wallet yet: the ordinary path creates it
     STATS.clear()
     outs = await asyncio.gather(
-        *[_earn(hub, s, m, c, p, f"mixed-{i}") for i, (s, m, c, p) in enumerate(plan)]
+        *[
+            points.earn(
+                hub.pool,
+                hub.merchants[s],
+                member_id=m,
+                currency_code=c,
+                points=p,
+                idempotency_key=f"mixed-{i}",
+            )
+            for i, (s, m, c, p) in enumerate(plan)
+        ]
     )
-    assert STATS["alone"] == len(plan)  # the whole batch was refused and retried alone
+    assert STATS["stale"] == 2  # the wallet in debt and the missing wallet
+    assert STATS["alone"] == 0  # the others were written by the batch itself
+    assert STATS["batches"] == 1
     assert len({o.entry_id for o in outs}) == len(plan)
     assert not any(o.replayed for o in outs)
     assert await hub.wallet(hub.member_ids[1], "APT") == before + 30
+    assert await hub.wallet(newcomer, "CPT") == 7
     assert await hub.count("entries WHERE idempotency_key LIKE 'mixed-%'") == len(plan)
     assert await hub.count("requests WHERE idempotency_key LIKE 'mixed-%'") == len(plan)
     assert hub.verify() == []
+
+
+async def test_a_wallet_going_into_debt_under_the_statement_sends_the_batch_alone(
+    hub: Hub,
+) -> None:
+    await _warm(hub)
+    earned = await _earn(hub, "a", 1, "APT", 40, "to-reverse")
+    async with hub.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT w.id, c.id, o.id FROM accounts w JOIN currencies c ON c.id = w.asset_id"
+            "  JOIN accounts o ON o.kind = 'outstanding' AND o.asset_id = c.id"
+            " WHERE w.kind = 'wallet' AND w.member_id = %s AND c.code = 'APT'",
+            (hub.member_ids[1],),
+        )
+        wallet_id, asset_id, outstanding_id = await cur.fetchone()  # type: ignore[misc]
+    balance = await hub.wallet(hub.member_ids[1], "APT")
+    others = {m: await hub.wallet(hub.member_ids[m], "APT") for m in (0, 2)}
+    STATS.clear()
+    async with hub.pool.connection() as holder:
+        async with holder.transaction():
+            # A reversal taking the wallet below zero, not yet committed: it holds the
+            # wallet's balance row while the batch checks (in its snapshot, the wallet is
+            # fine), claims, and waits for the lock.
+            await engine.post(
+                holder,
+                EntryDraft(
+                    kind="reverse",
+                    initiator="admin",
+                    idempotency_key="race",
+                    fingerprint=bytes(32),
+                    effective_at=clock.now(),
+                    legs=[
+                        Leg(wallet_id, asset_id, -(balance + 5)),
+                        Leg(outstanding_id, asset_id, balance + 5),
+                    ],
+                    reverses_entry_id=earned.entry_id,
+                ),
+            )
+            batch = asyncio.gather(*[_earn(hub, "a", m, "APT", 20, f"race-{m}") for m in (0, 1, 2)])
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if await _waiting_on_locks(hub):
+                    break
+            else:
+                pytest.fail("the batch never waited for the wallet")
+        outs = await batch
+    assert STATS["alone"] == 3  # refused as a whole, each earn tried again on its own
+    assert not any(o.replayed for o in outs)
+    assert len({o.entry_id for o in outs}) == 3
+    assert await hub.wallet(hub.member_ids[1], "APT") == -5 + 20
+    for m, was in others.items():
+        assert await hub.wallet(hub.member_ids[m], "APT") == was + 20
+    assert await hub.count("requests WHERE idempotency_key LIKE 'race-%'") == 3
+    assert await hub.count("entries WHERE idempotency_key LIKE 'race-%'") == 3
+
+
+async def _waiting_on_locks(hub: Hub) -> bool:
+    async with hub.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]) > 0
 
 
 async def test_twins_never_share_a_batch_and_write_once(hub: Hub) -> None:
@@ -182,7 +266,7 @@ def _draft(hub: Hub, shop: str, member: int, code: str, n: int, key: str) -> Ent
     )
 
 
-async def test_the_statement_skips_taken_keys_and_writes_nothing_when_a_guess_fails(
+async def test_the_statement_skips_taken_keys_and_leaves_out_a_failed_guess(
     hub: Hub,
 ) -> None:
     await _warm(hub)
@@ -204,17 +288,20 @@ async def test_the_statement_skips_taken_keys_and_writes_nothing_when_a_guess_fa
     assert out[1] is None
     assert out[2] is not None
     entries, requests = await hub.count("entries"), await hub.count("requests")
-    # A wrong rate for one earn: the statement is refused, its claims included.
-    wrong = [
+    # A wrong rate for one earn: it is answered as stale, its key left unclaimed; the
+    # other earn is written.
+    mixed = [
         _draft(hub, "a", 0, "APT", 5, "w-1"),
         _draft(hub, "c", 1, "CPT", 5, "w-2"),
     ]
     async with reading(hub.pool) as conn:
-        with pytest.raises(express.Stale) as stale:
-            await express.post_earns(conn, wrong, [g("APT"), g("CPT", Decimal("0.5"))], "earn")
-    assert stale.value.cause == "batch"
-    assert not stale.value.state
-    assert (await hub.count("entries"), await hub.count("requests")) == (entries, requests)
+        out = await express.post_earns(conn, mixed, [g("APT"), g("CPT", Decimal("0.5"))], "earn")
+    assert out[0] is not None
+    assert not isinstance(out[0], express.Stale)
+    assert isinstance(out[1], express.Stale)
+    assert out[1].state
+    assert (await hub.count("entries"), await hub.count("requests")) == (entries + 1, requests + 1)
+    assert await hub.count("requests WHERE idempotency_key = 'w-2'") == 0
     assert hub.verify() == []
 
 
