@@ -214,7 +214,8 @@ entries = Table(
     Column("initiator", Text, nullable=False),
     Column("idempotency_key", Text, nullable=False),
     Column("fingerprint", LargeBinary, nullable=False),
-    Column("merchant_id", BigInteger, ForeignKey("merchants.id"), nullable=True),
+    # merchant_id: checked per statement (EX008, migration 0006).
+    Column("merchant_id", BigInteger, nullable=True),
     Column("member_id", BigInteger, ForeignKey("members.id"), nullable=True),
     Column("reverses_entry_id", BigInteger, ForeignKey("entries.id"), nullable=True),
     Column("quote_id", BigInteger, ForeignKey("quotes.id"), nullable=True),
@@ -247,10 +248,11 @@ Index(
 postings = Table(
     "postings",
     metadata,
-    Column("entry_id", BigInteger, ForeignKey("entries.id"), nullable=False),
+    # entry_id, account_id and asset_id: checked per statement (EX008, migration 0006).
+    Column("entry_id", BigInteger, nullable=False),
     Column("seq", SmallInteger, nullable=False),
-    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
-    Column("asset_id", Integer, ForeignKey("currencies.id"), nullable=False),
+    Column("account_id", BigInteger, nullable=False),
+    Column("asset_id", Integer, nullable=False),
     Column("amount", BigInteger, nullable=False),
     PrimaryKeyConstraint("entry_id", "seq"),
     CheckConstraint("amount <> 0", name="nonzero"),
@@ -275,8 +277,9 @@ lots = Table(
     "lots",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("wallet_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
-    Column("entry_id", BigInteger, ForeignKey("entries.id"), nullable=False),
+    # wallet_id and entry_id: checked per statement (EX008, migration 0006).
+    Column("wallet_id", BigInteger, nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
     Column("original", BigInteger, nullable=False),
     Column("remaining", BigInteger, nullable=False),
     _ts("earned_at"),
@@ -301,8 +304,9 @@ Index("ix_lots_entry", lots.c.entry_id)
 lot_moves = Table(
     "lot_moves",
     metadata,
-    Column("entry_id", BigInteger, ForeignKey("entries.id"), nullable=False),
-    Column("lot_id", BigInteger, ForeignKey("lots.id"), nullable=False),
+    # entry_id and lot_id: checked per statement (EX008, migration 0006).
+    Column("entry_id", BigInteger, nullable=False),
+    Column("lot_id", BigInteger, nullable=False),
     Column("amount", BigInteger, nullable=False),
     PrimaryKeyConstraint("entry_id", "lot_id"),
     CheckConstraint("amount <> 0", name="nonzero"),

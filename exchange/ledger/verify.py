@@ -78,6 +78,23 @@ def check_entries_balance(conn: SyncConn) -> list[Violation]:
         " WHERE e.id IS NULL LIMIT 100"
     ).fetchall()
     out += [Violation("posting-orphan", f"postings of a missing entry {r[0]}") for r in rows]
+    rows = conn.execute(
+        "SELECT p.entry_id, p.account_id FROM postings p"
+        " LEFT JOIN accounts a ON a.id = p.account_id WHERE a.id IS NULL LIMIT 100"
+    ).fetchall()
+    out += [
+        Violation("posting-orphan", f"entry {e} posts to a missing account {a}") for e, a in rows
+    ]
+    rows = conn.execute(
+        "SELECT l.id FROM lots l LEFT JOIN accounts a ON a.id = l.wallet_id"
+        " LEFT JOIN entries e ON e.id = l.entry_id WHERE a.id IS NULL OR e.id IS NULL LIMIT 100"
+    ).fetchall()
+    out += [Violation("lot-orphan", f"lot {r[0]} of a missing wallet or entry") for r in rows]
+    rows = conn.execute(
+        "SELECT e.id FROM entries e LEFT JOIN merchants m ON m.id = e.merchant_id"
+        " WHERE e.merchant_id IS NOT NULL AND m.id IS NULL LIMIT 100"
+    ).fetchall()
+    out += [Violation("entry-orphan", f"entry {r[0]} of a missing merchant") for r in rows]
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
 
@@ -234,3 +236,211 @@ async def test_verify_catches_what_slips_past_the_guards(hub: Hub) -> None:
     problems = hub.verify()
     assert any(p.startswith("entry-zero-sum") for p in problems), problems
     assert any(p.startswith("replay-balance") for p in problems), problems
+
+
+def _ids(url: str) -> dict[str, int]:
+    """An existing wallet, outstanding account, asset, entry and lot, and an id none has."""
+    wallet, outstanding, asset = _accounts(url)
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT l.entry_id, l.id, (SELECT max(id) FROM accounts)"
+            " + (SELECT max(id) FROM entries) + (SELECT max(id) FROM lots)"
+            " + (SELECT max(id) FROM merchants) + 1000 FROM lots l LIMIT 1"
+        ).fetchone()
+        assert row is not None
+    return {
+        "wallet": wallet,
+        "outstanding": outstanding,
+        "asset": asset,
+        "entry": int(row[0]),
+        "lot": int(row[1]),
+        "missing": int(row[2]),
+    }
+
+
+async def test_journal_rows_must_refer_to_rows_that_exist(hub: Hub) -> None:
+    """The references the foreign keys checked until 0006 are checked per statement."""
+    await _earn(hub)
+    ids = _ids(hub.url)
+    missing = ids["missing"]
+    entry_sql = (
+        "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, effective_at,"
+        " merchant_id) VALUES ('adjust', 'raw', md5(random()::text), '\\x00', now(), %s)"
+    )
+    postings_sql = (
+        "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
+        " VALUES (%s, 1, %s, %s, 5), (%s, 2, %s, %s, -5)"
+    )
+    lot_sql = (
+        "INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at)"
+        " VALUES (%s, %s, 5, 5, now())"
+    )
+    move_sql = "INSERT INTO lot_moves (entry_id, lot_id, amount) VALUES (%s, %s, -1)"
+    before = await hub.balances()
+    with psycopg.connect(hub.url) as conn:
+        fresh = _new_entry(conn)
+        conn.commit()
+    w, o, a = ids["wallet"], ids["outstanding"], ids["asset"]
+    cases: list[tuple[str, tuple[object, ...]]] = [
+        (entry_sql, (missing,)),
+        (postings_sql, (fresh, missing, a, fresh, o, a)),
+        (postings_sql, (missing, w, a, missing, o, a)),
+        (lot_sql, (missing, ids["entry"])),
+        (lot_sql, (w, missing)),
+        (move_sql, (ids["entry"], missing)),
+        (move_sql, (missing, ids["lot"])),
+    ]
+    for sql, params in cases:
+        _refused(hub.url, [(sql, params)], "EX008")
+    # An asset that does not exist is never the account's asset.
+    _refused(hub.url, [(postings_sql, (fresh, w, missing, fresh, o, missing))], "EX002")
+    assert await hub.balances() == before
+    # The same statements with rows that exist are accepted.
+    with psycopg.connect(hub.url) as conn:
+        conn.execute(entry_sql, (hub.merchant_ids["a"],))
+        conn.execute(postings_sql, (fresh, w, a, fresh, o, a))
+        conn.execute(lot_sql, (w, fresh))
+        conn.commit()
+
+
+async def test_rows_the_journal_refers_to_are_never_deleted(hub: Hub) -> None:
+    await _earn(hub)
+    ids = _ids(hub.url)
+    for sql, params in (
+        ("DELETE FROM merchants WHERE id = %s", (hub.merchant_ids["c"],)),
+        ("DELETE FROM currencies WHERE id = %s", (ids["asset"],)),
+        ("DELETE FROM accounts WHERE id = %s", (ids["wallet"],)),
+        ("TRUNCATE lots", ()),
+        ("TRUNCATE merchants CASCADE", ()),
+        ("TRUNCATE currencies CASCADE", ()),
+        ("TRUNCATE accounts CASCADE", ()),
+    ):
+        _refused(hub.url, [(sql, params)], "EX004")
+    assert hub.verify() == []
+
+
+async def test_an_earn_locks_none_of_its_issuers_rows(hub: Hub) -> None:
+    """Earns do not queue behind a lock on their merchant, currency or accounts."""
+    await _earn(hub)
+    with psycopg.connect(hub.url) as conn:
+        conn.execute(
+            "SELECT 1 FROM merchants m JOIN currencies c ON c.issuer_id = m.id"
+            "  JOIN accounts a ON a.asset_id = c.id"
+            " WHERE c.code = 'APT' FOR UPDATE OF m, c, a"
+        )
+        out = await asyncio.wait_for(
+            points.earn(
+                hub.pool,
+                hub.merchants["a"],
+                member_id=hub.member_ids[0],
+                currency_code="APT",
+                points=7,
+                idempotency_key="e2",
+            ),
+            timeout=10,
+        )
+        conn.rollback()
+    assert out.entry_id > 0
+    assert await hub.wallet(hub.member_ids[0], "APT") == 107
+
+
+_LOOKED_UP = ("accounts", "balances", "entries", "merchants", "lots")
+
+
+def _reads(conn: psycopg.Connection[object]) -> dict[str, tuple[int, int]]:
+    """``table -> (sequential scans, index entries read)``, flushed (autocommit connection)."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    rows = conn.execute(
+        "SELECT t.relname, t.seq_scan, sum(i.idx_tup_read)::bigint"
+        "  FROM pg_stat_user_tables t JOIN pg_stat_user_indexes i ON i.relid = t.relid"
+        " WHERE t.relname = ANY(%s) GROUP BY 1, 2",
+        (list(_LOOKED_UP),),
+    ).fetchall()
+    return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
+
+async def test_posting_rules_look_rows_up_whatever_size_came_first(hub: Hub) -> None:
+    """A session whose first journal statements were bulk ones still looks rows up one by one.
+
+    The rules' queries are planned once per session; planned for a thousand rows they hashed
+    or scanned whole tables, and every later one-entry statement on that connection did too.
+    """
+    await _earn(hub)
+    wallet, outstanding, asset = _accounts(hub.url)
+    with psycopg.connect(hub.url, autocommit=True) as conn:
+        with conn.transaction():
+            entries = conn.execute(
+                "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint,"
+                " effective_at, merchant_id) SELECT 'adjust', 'raw', 'bulk-' || n, '\\x00',"
+                " now(), %s FROM generate_series(1, 1000) n RETURNING id",
+                (hub.merchant_ids["a"],),
+            ).fetchall()
+            ids = [int(r[0]) for r in entries]
+            conn.execute(
+                "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
+                " SELECT e, s, CASE s WHEN 1 THEN %s ELSE %s END, %s,"
+                " CASE s WHEN 1 THEN 1 ELSE -1 END"
+                " FROM unnest(%s::bigint[]) e, generate_series(1, 2) s",
+                (wallet, outstanding, asset, ids),
+            )
+            conn.execute(
+                "INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at)"
+                " SELECT %s, e, 1, 1, now() FROM unnest(%s::bigint[]) e",
+                (wallet, ids),
+            )
+        before = _reads(conn)
+        with conn.transaction():
+            one = conn.execute(
+                "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint,"
+                " effective_at, merchant_id) VALUES ('adjust', 'raw', 'one', '\\x00', now(), %s)"
+                " RETURNING id",
+                (hub.merchant_ids["a"],),
+            ).fetchone()
+            assert one is not None
+            conn.execute(
+                "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
+                " VALUES (%s, 1, %s, %s, 5), (%s, 2, %s, %s, -5)",
+                (one[0], wallet, asset, one[0], outstanding, asset),
+            )
+            conn.execute(
+                "INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at)"
+                " VALUES (%s, %s, 5, 5, now())",
+                (wallet, one[0]),
+            )
+        after = _reads(conn)
+    for table in _LOOKED_UP:
+        assert after[table][0] == before[table][0], (table, before, after)
+    # A handful of lookups (two postings, one lot, one entry), not a walk of any index.
+    read = sum(after[t][1] - before[t][1] for t in _LOOKED_UP)
+    assert 0 < read < 50, (before, after)
+    assert await hub.wallet(hub.member_ids[0], "APT") == 100 + 1000 + 5
+
+
+async def test_verify_finds_journal_rows_whose_references_are_gone(hub: Hub) -> None:
+    """With the triggers disabled, rows referring to nothing are still caught by verify."""
+    await _earn(hub)
+    ids = _ids(hub.url)
+    missing = ids["missing"]
+    with psycopg.connect(hub.url) as conn:
+        conn.execute("SET session_replication_role = replica")
+        fresh = _new_entry(conn)
+        conn.execute(
+            "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
+            " VALUES (%s, 1, %s, %s, 5), (%s, 2, %s, %s, -5)",
+            (fresh, missing, ids["asset"], fresh, ids["outstanding"], ids["asset"]),
+        )
+        conn.execute(
+            "INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at)"
+            " VALUES (%s, %s, 5, 5, now())",
+            (missing, fresh),
+        )
+        conn.execute(
+            "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, effective_at,"
+            " merchant_id) VALUES ('adjust', 'raw', 'orphan', '\\x00', now(), %s)",
+            (missing,),
+        )
+        conn.commit()
+    problems = hub.verify()
+    assert f"posting-orphan: entry {fresh} posts to a missing account {missing}" in problems
+    assert any(p.startswith("lot-orphan") for p in problems), problems
+    assert any(p.startswith("entry-orphan") for p in problems), problems
