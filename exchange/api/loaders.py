@@ -6,7 +6,9 @@ Loaders are created per request (:class:`Loaders` is built in the context) and e
 made on first use.
 
 Reads run on a pooled connection in autocommit mode (:func:`reading`): one round trip per
-statement, no ``BEGIN``/``COMMIT`` around it.
+statement, no ``BEGIN``/``COMMIT`` around it. A member's balances, the hub's most frequent
+read, are read together with those other requests of the process ask for at the same time
+(:mod:`exchange.services.shared_reads`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader, DefaultCache
 
 from exchange.ledger.engine import EntryDraft
+from exchange.services.shared_reads import shared_reads
 from exchange.services.tx import Pool, reading
 
 
@@ -199,6 +202,18 @@ _BY_CODE = _CURRENCIES + " WHERE c.code = ANY(%s)"
 # -- batch functions ---------------------------------------------------------------------------
 
 
+async def _balance_rows(pool: Pool, member_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """The balance rows of each member in ``member_ids``, in one statement."""
+    if len(member_ids) == 1:
+        rows = await fetch_all(pool, WALLET_BALANCE_SQL, (member_ids[0],))
+    else:
+        rows = await fetch_all(pool, WALLET_BALANCES_SQL, (list(member_ids),))
+    found: dict[int, list[Any]] = {}
+    for r in rows:
+        found.setdefault(int(r[0]), []).append(r)
+    return found
+
+
 def _ordered(keys: Sequence[Any], found: dict[Any, Any]) -> list[Any]:
     return [found.get(key) for key in keys]
 
@@ -305,16 +320,20 @@ class Loaders:
         return _ordered(keys, found)
 
     async def _wallet_balances(self, member_ids: Sequence[int]) -> list[list[BalanceRow]]:
-        if len(member_ids) == 1:  # a member's own wallet: the common case
-            rows = await fetch_all(self.pool, WALLET_BALANCE_SQL, (member_ids[0],))
+        if len(member_ids) == 1:  # a member's own wallet: the common case, read with others
+            reads = shared_reads(self.pool, "wallet_balances", _balance_rows, list)
+            by_member = {member_ids[0]: await reads.load(self.pool, member_ids[0])}
         else:
-            rows = await fetch_all(self.pool, WALLET_BALANCES_SQL, (list(member_ids),))
-        found: dict[int, list[BalanceRow]] = {key: [] for key in member_ids}
-        for r in rows:
-            currency = currency_row(r, 2)
-            self.prime_currencies((currency,))
-            found[int(r[0])].append(BalanceRow(currency=currency, amount=int(r[1])))
-        return [found[key] for key in member_ids]
+            by_member = await _balance_rows(self.pool, member_ids)
+        out = []
+        for member_id in member_ids:
+            balances = []
+            for r in by_member.get(member_id, ()):
+                currency = currency_row(r, 2)
+                self.prime_currencies((currency,))
+                balances.append(BalanceRow(currency=currency, amount=int(r[1])))
+            out.append(balances)
+        return out
 
     @cached_property
     def currency(self) -> DataLoader[int, CurrencyRow | None]:

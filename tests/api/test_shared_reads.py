@@ -1,0 +1,175 @@
+"""Balance reads that arrive together share a statement; each reader sees its own, fresh."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from world import World, data, gql, make_world
+
+from exchange.config import Settings
+from exchange.services import shared_reads
+from exchange.services.shared_reads import SharedReads
+from exchange.services.tx import Pool
+
+pytestmark = pytest.mark.anyio
+
+WALLET = "{ wallet { totalValue balances { currency { code } points value } } }"
+CUSTOMER = """query ($ref: String!) { customer(customerRef: $ref) {
+  wallet { totalValue balances { currency { code } points } } } }"""
+
+
+@pytest.fixture
+async def world(pool: Pool, settings: Settings) -> World:
+    return await make_world(pool, settings)
+
+
+async def test_concurrent_wallet_reads_each_get_their_own(
+    world: World, client: httpx.AsyncClient
+) -> None:
+    tea = await world.shop("tea-house")
+    air = await world.shop("air-line")
+    await world.currency(tea, "TEA", "0.01")
+    await world.currency(air, "MILES", "0.02")
+    expected: dict[str, dict[str, str]] = {}
+    for i in range(12):
+        ref = f"c-{i}"
+        member = await world.member(tea, ref)
+        await world.earn(tea, member, "TEA", 10 * (i + 1))
+        held = {"TEA": str(10 * (i + 1))}
+        if i % 2 == 0:
+            await world.link(air, f"a-{i}", member)
+            await world.earn(air, member, "MILES", 5 * (i + 1))
+            held["MILES"] = str(5 * (i + 1))
+        expected[ref] = held
+    headers = {ref: await world.member_headers(tea, ref) for ref in expected}
+
+    async def own(ref: str) -> tuple[str, dict[str, Any]]:
+        return ref, data(await gql(client, WALLET, {}, headers[ref]))["wallet"]
+
+    async def as_customer(ref: str) -> tuple[str, dict[str, Any]]:
+        found = data(await gql(client, CUSTOMER, {"ref": ref}, tea.headers))["customer"]
+        return ref, found["wallet"]
+
+    before = dict(shared_reads.STATS)
+    reads = [own(ref) for ref in expected for _ in range(2)]
+    reads += [as_customer(ref) for ref in expected]
+    answers = await asyncio.gather(*reads)
+
+    for ref, wallet in answers:
+        held = {b["currency"]["code"]: b["points"] for b in wallet["balances"]}
+        assert held == expected[ref], ref
+        worth = sum(int(p) * (1 if c == "TEA" else 2) for c, p in held.items())
+        assert wallet["totalValue"] == f"{worth // 100}.{worth % 100:02d}0000"
+    statements = shared_reads.STATS["statements"] - before.get("statements", 0)
+    answered = shared_reads.STATS["reads"] - before.get("reads", 0)
+    assert answered == len(reads)
+    assert statements < answered  # the reads did share statements
+
+
+# -- the queue itself, with an in-memory store ------------------------------------------------
+
+
+class Store:
+    """Answers keys from a dict, counting statements; ``gate`` holds a statement open."""
+
+    def __init__(self, values: dict[int, str]) -> None:
+        self.values = values
+        self.statements: list[list[int]] = []
+        self.gate: asyncio.Event | None = None
+        self.started = asyncio.Event()
+        self.fail: BaseException | None = None
+
+    async def fetch(self, pool: Any, keys: Sequence[int]) -> dict[int, str]:
+        self.statements.append(list(keys))
+        snapshot = dict(self.values)  # what a statement starting now would see
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return {k: snapshot[k] for k in keys if k in snapshot}
+
+
+def _queue(store: Store, max_keys: int = 100) -> SharedReads[int, str]:
+    return SharedReads(store.fetch, lambda: "-", max_keys=max_keys)
+
+
+async def test_a_read_never_joins_a_statement_already_in_flight() -> None:
+    store = Store({1: "old"})
+    store.gate = asyncio.Event()
+    reads = _queue(store)
+    first = asyncio.ensure_future(reads.load(None, 1))
+    await store.started.wait()
+    store.values[1] = "new"  # committed after the first statement began
+    second = asyncio.ensure_future(reads.load(None, 1))
+    third = asyncio.ensure_future(reads.load(None, 2))
+    await asyncio.sleep(0)
+    store.gate.set()
+    assert await first == "old"
+    assert await second == "new"  # read-your-writes: it waited for the next statement
+    assert await third == "-"
+    assert store.statements == [[1], [1, 2]]
+
+
+async def test_a_failed_statement_fails_its_readers_only() -> None:
+    store = Store({1: "a", 2: "b"})
+    store.gate = asyncio.Event()
+    reads = _queue(store)
+    first = asyncio.ensure_future(reads.load(None, 1))
+    await store.started.wait()
+    store.fail = RuntimeError("connection lost")
+    waiting = [asyncio.ensure_future(reads.load(None, k)) for k in (1, 2)]
+    await asyncio.sleep(0)
+    store.gate.set()
+    for future in [first, *waiting]:
+        with pytest.raises(RuntimeError, match="connection lost"):
+            await future
+    store.fail = None
+    store.gate = None
+    assert await reads.load(None, 2) == "b"  # the queue goes on
+
+
+async def test_a_cancelled_reader_leaves_the_others_answered() -> None:
+    store = Store({1: "a", 2: "b"})
+    store.gate = asyncio.Event()
+    reads = _queue(store)
+    first = asyncio.ensure_future(reads.load(None, 1))
+    await store.started.wait()
+    leaving = asyncio.ensure_future(reads.load(None, 2))
+    staying = asyncio.ensure_future(reads.load(None, 2))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    store.gate.set()
+    assert await first == "a"
+    assert await staying == "b"
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 30), min_size=1, max_size=80),
+    max_keys=st.integers(1, 12),
+)
+def test_every_reader_gets_its_own_key(keys: list[int], max_keys: int) -> None:
+    values = {k: f"v{k}" for k in range(0, 31, 3)}
+
+    async def run() -> tuple[list[str], Store]:
+        store = Store(values)
+        reads = _queue(store, max_keys)
+        answers = await asyncio.gather(*(reads.load(None, k) for k in keys))
+        return list(answers), store
+
+    answers, store = asyncio.run(run())
+    assert answers == [values.get(k, "-") for k in keys]
+    # All readers queued before the first statement: each key is asked for once, in as
+    # few statements as the limit allows.
+    assert all(len(s) <= max_keys for s in store.statements)
+    assert sorted(k for s in store.statements for k in s) == sorted(set(keys))
+    assert len(store.statements) == -(-len(set(keys)) // max_keys)
