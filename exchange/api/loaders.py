@@ -69,8 +69,23 @@ LEFT JOIN LATERAL (
 """
 
 
+_ROWS_SEEN: dict[tuple[Any, ...], CurrencyRow] = {}
+"""Currency rows already built, by their columns: a row is a value, so the same columns
+give the same row, whatever request read them."""
+MAX_ROWS_SEEN = 10_000
+
+
 def currency_row(row: Sequence[Any], offset: int = 0) -> CurrencyRow:
-    r = row[offset : offset + 11]
+    columns = tuple(row[offset : offset + 11])
+    found = _ROWS_SEEN.get(columns)
+    if found is None:
+        if len(_ROWS_SEEN) >= MAX_ROWS_SEEN:
+            _ROWS_SEEN.clear()
+        found = _ROWS_SEEN[columns] = _build_currency_row(columns)
+    return found
+
+
+def _build_currency_row(r: Sequence[Any]) -> CurrencyRow:
     return CurrencyRow(
         id=int(r[0]),
         code=str(r[1]),

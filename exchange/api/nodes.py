@@ -120,6 +120,12 @@ class RateChange:
     in_force: bool = strawberry.field(description="True for the rate that applies now.")
 
 
+_CURRENCIES_BUILT: dict[CurrencyRow, Currency] = {}
+"""Currency nodes already built, by row: a node is never changed once built, so requests
+share them."""
+MAX_CURRENCIES_BUILT = 10_000
+
+
 @strawberry.type(description="A point currency of the alliance.")
 class Currency(relay.Node):
     id: relay.NodeID[int]
@@ -136,6 +142,15 @@ class Currency(relay.Node):
 
     @classmethod
     def from_row(cls, row: CurrencyRow) -> Currency:
+        found = _CURRENCIES_BUILT.get(row)
+        if found is None:
+            if len(_CURRENCIES_BUILT) >= MAX_CURRENCIES_BUILT:
+                _CURRENCIES_BUILT.clear()
+            found = _CURRENCIES_BUILT[row] = cls._build(row)
+        return found
+
+    @classmethod
+    def _build(cls, row: CurrencyRow) -> Currency:
         return cls(
             id=row.id,
             code=row.code,

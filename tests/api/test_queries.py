@@ -104,6 +104,7 @@ async def test_a_rate_change_revalues_the_balance(world: World, client: httpx.As
     wallet = data(await gql(client, WALLET, headers=headers))["wallet"]
     assert wallet["totalValue"] == "20.000000"
     assert wallet["balances"][0]["rate"] == "0.02"
+    assert wallet["balances"][0]["currency"]["rate"] == "0.02"  # no node kept from before
 
 
 async def test_expiring_soon_lists_points_within_the_window(
