@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from exchange.db.pool import create_pool
 from exchange.domain.expiry import ExpiryPolicy
 from exchange.ledger.verify import verify
-from exchange.services import catalog, members
+from exchange.services import catalog, members, points
 from exchange.services.actors import ADMIN, MEMBER, MERCHANT, Actor
 
 STRIPES = 4
@@ -30,6 +30,26 @@ class Hub:
 
     def member(self, i: int = 0) -> Actor:
         return Actor(MEMBER, member_id=self.member_ids[i], merchant_id=self.merchant_ids["a"])
+
+    async def earn(
+        self,
+        shop: str,
+        member: int,
+        code: str,
+        n: int,
+        key: str,
+        details: dict[str, Any] | None = None,
+    ) -> points.Outcome:
+        """Merchant ``shop`` awards ``n`` points of ``code`` to member number ``member``."""
+        return await points.earn(
+            self.pool,
+            self.merchants[shop],
+            member_id=self.member_ids[member],
+            currency_code=code,
+            points=n,
+            idempotency_key=key,
+            details=details,
+        )
 
     async def balances(self) -> dict[tuple[str, str, int | None], int]:
         """``(kind, currency code, member or merchant id) -> balance``."""

@@ -38,24 +38,13 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return counts
 
 
-async def _earn(hub: Hub, shop: str, member: int, code: str, n: int, key: str) -> Any:
-    return await points.earn(
-        hub.pool,
-        hub.merchants[shop],
-        member_id=hub.member_ids[member],
-        currency_code=code,
-        points=n,
-        idempotency_key=key,
-    )
-
-
 async def test_a_known_currency_earns_in_one_statement_and_writes_the_same(
     hub: Hub, seen: Counter[str]
 ) -> None:
-    first = await _earn(hub, "a", 0, "APT", 100, "x1")
+    first = await hub.earn("a", 0, "APT", 100, "x1")
     assert seen == {}  # the currency's state is not known yet: the ordinary path
     before = await hub.balances()
-    second = await _earn(hub, "a", 0, "APT", 100, "x2")
+    second = await hub.earn("a", 0, "APT", 100, "x2")
     assert seen == {"posted": 1}
     assert second.posted is not None
     assert second.posted.draft is not None
@@ -70,7 +59,7 @@ async def test_a_known_currency_earns_in_one_statement_and_writes_the_same(
     assert sorted(moved.values()) == [-100, 100]
     assert [lot[1] for lot in await hub.lots(hub.member_ids[0], "APT")] == [100, 100]
     # A retry replays from the stored outcome.
-    again = await _earn(hub, "a", 0, "APT", 100, "x2")
+    again = await hub.earn("a", 0, "APT", 100, "x2")
     assert (again.entry_id, again.replayed) == (second.entry_id, True)
     assert seen == {"posted": 1, "taken": 1}
     assert hub.verify() == []
@@ -79,18 +68,18 @@ async def test_a_known_currency_earns_in_one_statement_and_writes_the_same(
 async def test_a_stale_rate_is_caught_and_the_earn_takes_the_rate_in_force(
     hub: Hub, seen: Counter[str]
 ) -> None:
-    await _earn(hub, "b", 0, "APT", 100, "s1")  # merchant b buys APT points at 0.01
+    await hub.earn("b", 0, "APT", 100, "s1")  # merchant b buys APT points at 0.01
     await catalog.set_rate(
         hub.pool, hub.merchants["a"], code="APT", rate=Decimal("0.02"), effective_at=None
     )
-    out = await _earn(hub, "b", 0, "APT", 100, "s2")
+    out = await hub.earn("b", 0, "APT", 100, "s2")
     assert seen == {"stale": 1}  # the guess (0.01) was refused, nothing kept of it
     assert not out.replayed
     assert out.posted.draft.details["value"] == "2.000000"
     assert await hub.count("requests WHERE idempotency_key = 's2'") == 1
     assert await hub.count("entries WHERE idempotency_key = 's2'") == 1
     # The next earn guesses the new rate and goes express again.
-    third = await _earn(hub, "b", 0, "APT", 50, "s3")
+    third = await hub.earn("b", 0, "APT", 50, "s3")
     assert seen == {"stale": 1, "posted": 1}
     assert third.posted.draft.details["value"] == "1.000000"
     assert hub.verify() == []
@@ -100,16 +89,16 @@ async def test_a_deactivated_currency_refuses_despite_a_good_guess(
     hub: Hub, seen: Counter[str]
 ) -> None:
     shop = hub.merchants["a"]
-    await _earn(hub, "a", 0, "APT", 10, "d1")
+    await hub.earn("a", 0, "APT", 10, "d1")
     await merchants.set_currency_active(hub.pool, shop, code="APT", active=False)
     for _ in range(2):  # the refusal is stored under the key and replayed
         with pytest.raises(Refusal) as refused:
-            await _earn(hub, "a", 0, "APT", 10, "d2")
+            await hub.earn("a", 0, "APT", 10, "d2")
         assert refused.value.code == "CURRENCY_INACTIVE"
     assert seen["stale"] == 1
     assert await hub.wallet(hub.member_ids[0], "APT") == 10
     await merchants.set_currency_active(hub.pool, shop, code="APT", active=True)
-    await _earn(hub, "a", 0, "APT", 10, "d3")
+    await hub.earn("a", 0, "APT", 10, "d3")
     assert await hub.wallet(hub.member_ids[0], "APT") == 20
     assert hub.verify() == []
 
@@ -119,12 +108,12 @@ async def test_a_points_debt_fails_the_guess_and_the_earn_repays_it(
 ) -> None:
     await make_debt(hub, 1, "debt")  # its earn teaches the process the currency's state
     assert await hub.wallet(hub.member_ids[1], "APT") == -100
-    await _earn(hub, "a", 1, "APT", 130, "repay")
+    await hub.earn("a", 1, "APT", 130, "repay")
     assert seen == {"stale": 1}
     assert await hub.wallet(hub.member_ids[1], "APT") == 30
     assert [lot[1] for lot in await hub.lots(hub.member_ids[1], "APT") if lot[1]] == [30]
     # The wallet was the cause: the state is still trusted for the next earn.
-    await _earn(hub, "a", 1, "APT", 10, "after")
+    await hub.earn("a", 1, "APT", 10, "after")
     assert seen == {"stale": 1, "posted": 1}
     assert await hub.wallet(hub.member_ids[1], "APT") == 40
     assert hub.verify() == []
@@ -133,7 +122,7 @@ async def test_a_points_debt_fails_the_guess_and_the_earn_repays_it(
 async def test_a_first_earn_creates_the_wallet_on_the_ordinary_path(
     hub: Hub, seen: Counter[str]
 ) -> None:
-    await _earn(hub, "b", 0, "BPT", 10, "learn")
+    await hub.earn("b", 0, "BPT", 10, "learn")
     member_id, _ = await members.link_member(hub.pool, hub.merchants["b"], "newcomer")
     first = await points.earn(
         hub.pool,
@@ -147,7 +136,7 @@ async def test_a_first_earn_creates_the_wallet_on_the_ordinary_path(
     assert not first.replayed
     assert await hub.wallet(member_id, "BPT") == 25
     assert await hub.count("requests WHERE idempotency_key = 'hello'") == 1
-    await _earn(hub, "b", 0, "BPT", 5, "known")
+    await hub.earn("b", 0, "BPT", 5, "known")
     assert seen == {"stale": 1, "posted": 1}
     assert hub.verify() == []
 
@@ -155,14 +144,14 @@ async def test_a_first_earn_creates_the_wallet_on_the_ordinary_path(
 async def test_concurrent_express_twins_write_once_and_a_reused_key_is_refused(
     hub: Hub, seen: Counter[str]
 ) -> None:
-    await _earn(hub, "c", 2, "CPT", 5, "warm")
-    outcomes = await asyncio.gather(*[_earn(hub, "c", 2, "CPT", 7, "twin") for _ in range(12)])
+    await hub.earn("c", 2, "CPT", 5, "warm")
+    outcomes = await asyncio.gather(*[hub.earn("c", 2, "CPT", 7, "twin") for _ in range(12)])
     assert len({o.entry_id for o in outcomes}) == 1
     assert sum(not o.replayed for o in outcomes) == 1
     assert seen["posted"] == 1
     assert await hub.wallet(hub.member_ids[2], "CPT") == 12
     with pytest.raises(Refusal) as refused:
-        await _earn(hub, "c", 2, "CPT", 8, "twin")
+        await hub.earn("c", 2, "CPT", 8, "twin")
     assert refused.value.code == "IDEMPOTENCY_KEY_REUSED"
     assert await hub.wallet(hub.member_ids[2], "CPT") == 12
     assert hub.verify() == []
@@ -173,7 +162,7 @@ async def test_concurrent_express_earns_and_rate_changes_add_up(
 ) -> None:
     members = range(len(hub.member_ids))
     for m in members:
-        await _earn(hub, "b", m, "APT", 1, f"w{m}")
+        await hub.earn("b", m, "APT", 1, f"w{m}")
     rates = [Decimal("0.01"), Decimal("0.03"), Decimal("0.02")]
 
     async def change_rates() -> None:
@@ -184,7 +173,7 @@ async def test_concurrent_express_earns_and_rate_changes_add_up(
             )
 
     outs, _ = await asyncio.gather(
-        asyncio.gather(*[_earn(hub, "b", n % 3, "APT", 10, f"c{n}") for n in range(60)]),
+        asyncio.gather(*[hub.earn("b", n % 3, "APT", 10, f"c{n}") for n in range(60)]),
         change_rates(),
     )
     assert seen["posted"] + seen["stale"] >= 1

@@ -33,15 +33,7 @@ PAIRS = [("a", "APT"), ("b", "APT"), ("b", "BPT"), ("c", "APT"), ("c", "CPT"), (
 
 
 async def _earn(hub: Hub, shop: str, member: int, code: str, n: int, key: str) -> Any:
-    return await points.earn(
-        hub.pool,
-        hub.merchants[shop],
-        member_id=hub.member_ids[member],
-        currency_code=code,
-        points=n,
-        idempotency_key=key,
-        details={"reason": "test"},
-    )
+    return await hub.earn(shop, member, code, n, key, details={"reason": "test"})
 
 
 async def _warm(hub: Hub) -> None:
