@@ -165,10 +165,10 @@ WITH i AS (
                           ORDER BY r.effective_at DESC LIMIT 1),
                         m.status = 'active', m.exposure_limit_micro)
                     IS NOT DISTINCT FROM ROW(true, i.rate, true, NULL::bigint), false) AS fresh,
-           EXISTS (SELECT FROM accounts a
-                     JOIN balances b ON b.account_id = a.id AND b.stripe = 0
-                    WHERE a.kind = 'wallet' AND a.asset_id = i.currency
-                      AND a.member_id = i.member AND b.amount >= 0) AS wallet
+           coalesce((SELECT b.amount >= 0 FROM accounts a
+                        JOIN balances b ON b.account_id = a.id AND b.stripe = 0
+                       WHERE a.kind = 'wallet' AND a.asset_id = i.currency
+                         AND a.member_id = i.member), false) AS wallet
       FROM i
       LEFT JOIN currencies c ON c.id = i.currency
       LEFT JOIN merchants m ON m.id = c.issuer_id
@@ -229,7 +229,12 @@ SELECT i.ord, c.idempotency_key IS NOT NULL, ew.id, ew.recorded_at, l.id, ew.wal
   LEFT JOIN l ON l.entry_id = ew.id
  ORDER BY i.ord
 """
-"""Several express earns in one statement; one row per earn, in the order given."""
+"""Several express earns in one statement; one row per earn, in the order given.
+
+The wallet check is a scalar subquery, looked up by index per earn. Written as ``EXISTS``
+the planner (which guesses 100 rows for ``jsonb_to_recordset``) hashed every wallet of the
+hub instead, on every call: a cost that grew with the number of wallets.
+"""
 
 
 def _express_item(ord_: int, draft: EntryDraft, guess: Guess) -> dict[str, object]:

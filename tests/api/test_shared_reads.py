@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from world import World, data, gql, make_world
 
+from exchange.api.loaders import WALLET_BALANCES_SQL
 from exchange.config import Settings
 from exchange.services import shared_reads
 from exchange.services.shared_reads import SharedReads
@@ -70,6 +72,42 @@ async def test_concurrent_wallet_reads_each_get_their_own(
     answered = shared_reads.STATS["reads"] - before.get("reads", 0)
     assert answered == len(reads)
     assert statements < answered  # the reads did share statements
+
+
+async def test_a_shared_statement_reads_only_its_members_wallets(world: World) -> None:
+    """Reading a dozen members' balances looks their wallets up by key, however many
+    wallets the hub holds: joined, the planner hashed every balance row of the hub."""
+    tea = await world.shop("tea-house")
+    await world.currency(tea, "TEA", "0.01")
+    ids = []
+    for i in range(12):
+        member = await world.member(tea, f"c-{i}")
+        await world.earn(tea, member, "TEA", i + 1)
+        ids.append(member)
+    async with world.pool.connection() as conn:
+        await conn.execute(
+            "WITH m AS (INSERT INTO members (created_at)"
+            "  SELECT now() FROM generate_series(1, 3000) RETURNING id)"
+            " INSERT INTO accounts (kind, asset_id, member_id, stripes)"
+            " SELECT 'wallet', c.id, m.id, 1 FROM m, currencies c WHERE c.code = 'TEA'"
+        )
+        await conn.commit()
+        await conn.execute("ANALYZE accounts")
+        await conn.execute("ANALYZE balances")
+        await conn.commit()
+    # A connection of its own: a backend reports what it read in batches, so a pooled one
+    # could still hold earlier counts.
+    async with await psycopg.AsyncConnection.connect(world.pool.conninfo) as conn:
+        cur = await conn.execute(WALLET_BALANCES_SQL, (ids,))
+        held = {int(r[0]): int(r[1]) for r in await cur.fetchall()}
+        cur = await conn.execute(
+            "SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+            "  FROM pg_stat_xact_user_tables WHERE relname IN ('accounts', 'balances')"
+        )
+        read = dict(await cur.fetchall())
+    assert held == {m: i + 1 for i, m in enumerate(ids)}
+    # Twelve wallets and their twelve balance rows, against the 3,000 a hash would read.
+    assert read["accounts"] + read["balances"] < 100, read
 
 
 # -- the queue itself, with an in-memory store ------------------------------------------------

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -294,6 +295,46 @@ async def test_the_statement_skips_taken_keys_and_leaves_out_a_failed_guess(
     assert out[1].state
     assert (await hub.count("entries"), await hub.count("requests")) == (entries + 1, requests + 1)
     assert await hub.count("requests WHERE idempotency_key = 'w-2'") == 0
+    assert hub.verify() == []
+
+
+async def test_the_statement_looks_up_its_wallets_and_reads_no_other(hub: Hub) -> None:
+    """However many wallets the hub holds, a shared statement reads only those of its own
+    earns (by index): a wallet check the planner turned into a hash of every wallet made
+    each statement cost more as the hub grew."""
+    await _warm(hub)
+    known = facts_of(hub.pool).cached_currency("APT")
+    assert known is not None
+    async with hub.pool.connection() as conn:
+        await conn.execute(
+            "WITH m AS (INSERT INTO members (created_at)"
+            "  SELECT now() FROM generate_series(1, 3000) RETURNING id)"
+            " INSERT INTO accounts (kind, asset_id, member_id, stripes)"
+            " SELECT 'wallet', %s, m.id, 1 FROM m",
+            (known.id,),
+        )
+        await conn.commit()
+        await conn.execute("ANALYZE accounts")
+        await conn.execute("ANALYZE balances")
+        await conn.commit()
+    drafts = [_draft(hub, "a", m, "APT", 7, f"few-{m}") for m in range(3)]
+    guess = express.Guess(known.id, CURRENCIES["APT"][2])
+    # A connection of its own (a backend reports what it read in batches, so a pooled one
+    # could still hold earlier counts), with one transaction block around the autocommitted
+    # statement, so that the rows it read can be counted before they are reported.
+    async with await psycopg.AsyncConnection.connect(hub.url, autocommit=True) as conn:
+        await conn.execute("BEGIN")
+        out = await express.post_earns(conn, drafts, [guess] * 3, "earn")
+        cur = await conn.execute(
+            "SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+            "  FROM pg_stat_xact_user_tables WHERE relname IN ('accounts', 'balances')"
+        )
+        read = dict(await cur.fetchall())
+        await conn.execute("COMMIT")
+    assert all(p is not None and not isinstance(p, express.Stale) for p in out)
+    # Three wallets checked and locked, and the accounts and stripes of the entries'
+    # other legs: a few dozen rows at most, against the 3,000 wallets a hash would read.
+    assert read["accounts"] + read["balances"] < 200, read
     assert hub.verify() == []
 
 
