@@ -25,6 +25,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader, DefaultCache
 
 from exchange.ledger.engine import EntryDraft
+from exchange.ledger.facts import Bounded
 from exchange.services.shared_reads import shared_reads
 from exchange.services.tx import Pool, reading
 
@@ -69,19 +70,17 @@ LEFT JOIN LATERAL (
 """
 
 
-_ROWS_SEEN: dict[tuple[Any, ...], CurrencyRow] = {}
+_ROWS_SEEN: Bounded[tuple[Any, ...], CurrencyRow] = Bounded(10_000)
 """Currency rows already built, by their columns: a row is a value, so the same columns
 give the same row, whatever request read them."""
-MAX_ROWS_SEEN = 10_000
 
 
 def currency_row(row: Sequence[Any], offset: int = 0) -> CurrencyRow:
     columns = tuple(row[offset : offset + 11])
     found = _ROWS_SEEN.get(columns)
     if found is None:
-        if len(_ROWS_SEEN) >= MAX_ROWS_SEEN:
-            _ROWS_SEEN.clear()
-        found = _ROWS_SEEN[columns] = _build_currency_row(columns)
+        found = _build_currency_row(columns)
+        _ROWS_SEEN.put(columns, found)
     return found
 
 

@@ -43,6 +43,7 @@ from exchange.api.pagination import (
 )
 from exchange.api.scalars import micro_value, points_value, rate_value
 from exchange.domain.money import decimal_to_micro, value_micro
+from exchange.ledger.facts import Bounded
 from exchange.services.actors import ADMIN, FINANCE, MEMBER, Actor
 
 if TYPE_CHECKING:
@@ -120,10 +121,9 @@ class RateChange:
     in_force: bool = strawberry.field(description="True for the rate that applies now.")
 
 
-_CURRENCIES_BUILT: dict[CurrencyRow, Currency] = {}
+_CURRENCIES_BUILT: Bounded[CurrencyRow, Currency] = Bounded(10_000)
 """Currency nodes already built, by row: a node is never changed once built, so requests
 share them."""
-MAX_CURRENCIES_BUILT = 10_000
 
 
 @strawberry.type(description="A point currency of the alliance.")
@@ -144,9 +144,8 @@ class Currency(relay.Node):
     def from_row(cls, row: CurrencyRow) -> Currency:
         found = _CURRENCIES_BUILT.get(row)
         if found is None:
-            if len(_CURRENCIES_BUILT) >= MAX_CURRENCIES_BUILT:
-                _CURRENCIES_BUILT.clear()
-            found = _CURRENCIES_BUILT[row] = cls._build(row)
+            found = cls._build(row)
+            _CURRENCIES_BUILT.put(row, found)
         return found
 
     @classmethod

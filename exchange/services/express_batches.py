@@ -31,6 +31,7 @@ from typing import Any
 
 from exchange.ledger import express
 from exchange.ledger.engine import Conn, EntryDraft, Posted
+from exchange.services.futures import answer, fail
 from exchange.services.tx import Pool, autocommitted
 
 MAX_ITEMS = 64
@@ -131,39 +132,25 @@ class ExpressBatches:
                 results = await autocommitted(self.pool, many)
         except express.Stale as stale:
             if len(batch) == 1:
-                _fail(batch[0], stale)
+                fail(batch[0].future, stale)
             else:
                 STATS["alone"] += len(batch)
                 for waiting in batch:
-                    _answer(waiting, ALONE)
+                    answer(waiting.future, ALONE)
             return
         except BaseException as exc:
             # Every earn of the batch learns of it (a cancellation or exit still propagates).
             for waiting in batch:
-                _fail(waiting, exc)
+                fail(waiting.future, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         for waiting, result in zip(batch, results, strict=True):
             if isinstance(result, express.Stale):
                 STATS["stale"] += 1
-                _fail(waiting, result)
+                fail(waiting.future, result)
             else:
-                _answer(waiting, result)
-
-
-def _answer(waiting: _Waiting, result: object) -> None:
-    if not waiting.future.done():
-        waiting.future.set_result(result)
-
-
-def _fail(waiting: _Waiting, exc: BaseException) -> None:
-    if waiting.future.done():
-        return
-    if isinstance(exc, asyncio.CancelledError):
-        waiting.future.cancel()
-    else:
-        waiting.future.set_exception(exc)
+                answer(waiting.future, result)
 
 
 _BY_POOL: weakref.WeakKeyDictionary[Any, ExpressBatches] = weakref.WeakKeyDictionary()

@@ -21,6 +21,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
+from exchange.services.futures import answer, fail
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -90,24 +92,14 @@ class SharedReads(Generic[K, V]):
         except BaseException as exc:
             for futures in taken.values():
                 for future in futures:
-                    _fail(future, exc)
+                    fail(future, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         for key, futures in taken.items():
-            answer = found.get(key)
+            value = found.get(key)
             for future in futures:
-                if not future.done():
-                    future.set_result(self.missing() if answer is None else answer)
-
-
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(exc, asyncio.CancelledError):
-        future.cancel()
-    else:
-        future.set_exception(exc)
+                answer(future, self.missing() if value is None else value)
 
 
 _BY_POOL: weakref.WeakKeyDictionary[Any, dict[str, SharedReads[Any, Any]]] = (
