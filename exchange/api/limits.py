@@ -60,7 +60,6 @@ from graphql.validation import (
 )
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
-from strawberry.types import ExecutionContext
 
 from exchange.api.errors import QueryTooCostly, QueryTooDeep, RateLimited, TooManyAliases
 from exchange.api.pagination import DEFAULT_FIRST, MAX_FIRST
@@ -416,14 +415,71 @@ PARSED = LRU(CACHE_SIZE)
 VALIDATED = LRU(CACHE_SIZE)
 """Validation errors by ``(schema, query text, rules)``: the document is a function of the text."""
 COSTED = LRU(CACHE_SIZE)
-"""Requested costs by ``(schema, query text, operation, scalar variables)``."""
+"""Requested costs by ``(schema, query text, operation, what the cost read of the variables)``."""
+COST_READS = LRU(CACHE_SIZE)
+"""The variables an operation's cost reads, by ``(schema, query text, operation)``."""
 
 
-def _cost_key(ctx: ExecutionContext) -> Hashable | None:
-    variables = ctx.variables or {}
-    if not all(isinstance(v, (int, str, bool)) or v is None for v in variables.values()):
-        return None
-    return (id(ctx.schema), ctx.query, ctx.operation_name, tuple(sorted(variables.items())))
+class _Reads(Mapping[str, Any]):
+    """The request's variables, noting the names the cost looks up."""
+
+    def __init__(self, variables: Mapping[str, Any]) -> None:
+        self.variables = variables
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> Any:
+        self.names.add(name)
+        return self.variables[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        self.names.add(name)
+        return self.variables.get(name, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.variables)
+
+    def __len__(self) -> int:
+        return len(self.variables)
+
+
+def _shape(value: Any) -> Hashable:
+    """All the cost can tell of a variable: an integer (``first``), a list's length (``ids``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ("int", value)
+    if isinstance(value, list):
+        return ("list", len(value))
+    return ("other",)
+
+
+def requested_cost(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    query: str | None,
+    operation_name: str | None,
+    variables: Mapping[str, Any] | None,
+) -> int:
+    """:func:`operation_cost`, remembered per operation and the shapes of the variables it
+    reads (``first`` and ``ids`` arguments): the cost walks the same selections whatever the
+    values, so which variables it reads is a property of the operation. An earn's cost is
+    then computed once, not once per idempotency key."""
+    values = variables or {}
+    if query is None:
+        return operation_cost(schema, document, operation_name, values)
+    operation = (id(schema), query, operation_name)
+    names = COST_READS.get(operation)
+    if names is _MISSING:
+        reads = _Reads(values)
+        cost = operation_cost(schema, document, operation_name, reads)
+        names = tuple(sorted(reads.names))
+        COST_READS.put(operation, names)
+        COSTED.put((operation, tuple(_shape(values.get(n)) for n in names)), cost)
+        return cost
+    key = (operation, tuple(_shape(values.get(n)) for n in names))
+    cost = COSTED.get(key)
+    if cost is _MISSING:
+        cost = operation_cost(schema, document, operation_name, values)
+        COSTED.put(key, cost)
+    return int(cost)
 
 
 class RequestLimits(SchemaExtension):
@@ -473,17 +529,10 @@ class RequestLimits(SchemaExtension):
 
     def on_execute(self) -> Iterator[None]:
         ctx = self.execution_context
-        key = _cost_key(ctx)
-        cached = COSTED.get(key) if key is not None else _MISSING
-        if isinstance(cached, int):
-            cost = cached
-        else:
-            assert ctx.graphql_document is not None
-            cost = operation_cost(
-                ctx.schema._schema, ctx.graphql_document, ctx.operation_name, ctx.variables
-            )
-            if key is not None:
-                COSTED.put(key, cost)
+        assert ctx.graphql_document is not None
+        cost = requested_cost(
+            ctx.schema._schema, ctx.graphql_document, ctx.query, ctx.operation_name, ctx.variables
+        )
         self.report["requested"] = cost
         if cost > self.max_cost:
             raise QueryTooCostly(
@@ -530,5 +579,6 @@ __all__ = [
     "depth_rule",
     "limit_extensions",
     "operation_cost",
+    "requested_cost",
     "validation_rules",
 ]

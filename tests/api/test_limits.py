@@ -9,6 +9,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from graphql import parse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from world import World, codes, data, gql, make_world
 
 from exchange.api import limits
@@ -205,3 +208,59 @@ async def test_validation_cache_hits_with_the_limits_on(
     assert misses <= 1
     assert hits >= 4
     assert build_schema(settings) is build_schema(dataclasses.replace(settings, port=9))
+
+
+# -- the cost, remembered per operation and the variables it reads -----------------------------
+
+COSTED_QUERY = """query ($n: Int!, $m: Int!, $ids: [ID!]!, $note: String) {
+  a: wallet { history(first: $n) { edges { node { kind currency { code } } } } }
+  b: wallet { lots(first: $m, currency: $note) { edges { node { id } } } }
+  nodes(ids: $ids) { id }
+}"""
+
+
+@given(
+    calls=st.lists(
+        st.fixed_dictionaries(
+            {
+                "n": st.one_of(st.integers(-5, 150), st.none(), st.text(max_size=2)),
+                "m": st.one_of(st.integers(-5, 150), st.booleans()),
+                "ids": st.one_of(st.lists(st.just("x"), max_size=5), st.just("x")),
+                "note": st.text(max_size=3),
+            }
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_a_remembered_cost_is_the_cost_of_those_variables(calls: list[dict[str, Any]]) -> None:
+    """Whatever variables came before, the cost given is the one computed for these (an
+    integer `first`, a list's length); variables the cost never reads share one entry."""
+    schema = build_schema(Settings())._schema
+    document = parse(COSTED_QUERY)
+    for variables in calls:
+        expected = limits.operation_cost(schema, document, None, variables)
+        assert limits.requested_cost(schema, document, COSTED_QUERY, None, variables) == expected
+
+
+def test_an_operation_is_costed_once_whatever_its_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = build_schema(Settings())._schema
+    query = "mutation ($input: AwardPointsInput!) { awardPoints(input: $input) { points } }"
+    document = parse(query)
+    walks = []
+    walk = limits.operation_cost
+
+    def counted(*args: Any) -> int:
+        walks.append(args)
+        return walk(*args)
+
+    monkeypatch.setattr(limits, "operation_cost", counted)
+    costs = {
+        limits.requested_cost(
+            schema, document, query, None, {"input": {"idempotencyKey": f"k-{i}", "points": "1"}}
+        )
+        for i in range(20)
+    }
+    assert costs == {walk(schema, document, None, {})}
+    assert len(walks) <= 1
