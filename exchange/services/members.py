@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from exchange.domain.errors import Forbidden, NotFound, Refusal
 from exchange.ledger.engine import Conn
 from exchange.ledger.facts import facts_of
 from exchange.services.actors import Actor
+from exchange.services.shared_reads import shared_reads
 from exchange.services.tx import Pool, reading, transaction
 
 MAX_REF = 128
@@ -66,24 +69,56 @@ async def link_member(
     return await transaction(pool, work)
 
 
+_LINK_SQL = "SELECT member_id FROM member_links WHERE merchant_id = %s AND customer_ref = %s"
+
+
 async def member_by_ref(pool: Pool, merchant_id: int, customer_ref: str) -> int:
-    """:func:`member_for_ref` on a pooled connection, answered from the database's cached
-    facts once found (links are never changed or removed)."""
+    """The member behind a merchant's customer reference (foreign or unknown: not found),
+    answered from the database's cached facts once found (links are never changed or
+    removed). The look-ups of a process that arrive together share one statement."""
     facts = facts_of(pool)
     member_id = facts.link(merchant_id, customer_ref)
     if member_id is None:
-        async with reading(pool) as conn:
-            member_id = await member_for_ref(conn, merchant_id, customer_ref)
+        reads = shared_reads(pool, "member_links", _fetch_links, _no_member)
+        member_id = await reads.load(pool, (merchant_id, customer_ref))
+        if member_id is None:
+            raise NotFound("member", "customerRef")
         facts.remember_link(merchant_id, customer_ref, member_id)
     return member_id
 
 
+_LINKS_SQL = """
+SELECT k.merchant_id, k.customer_ref,
+       (SELECT l.member_id FROM member_links l
+         WHERE l.merchant_id = k.merchant_id AND l.customer_ref = k.customer_ref)
+  FROM unnest(%s::bigint[], %s::text[]) AS k(merchant_id, customer_ref)
+"""
+"""Several links, each looked up by its key (a scalar subquery, never a hash of every link)."""
+
+
+async def _fetch_links(
+    pool: Pool, keys: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], int | None]:
+    async with reading(pool) as conn:
+        if len(keys) == 1:
+            cur = await conn.execute(_LINK_SQL, keys[0])
+            row = await cur.fetchone()
+            return {} if row is None else {keys[0]: int(row[0])}
+        cur = await conn.execute(_LINKS_SQL, ([m for m, _ in keys], [r for _, r in keys]))
+        return {
+            (int(m), str(ref)): int(member)
+            for m, ref, member in await cur.fetchall()
+            if member is not None
+        }
+
+
+def _no_member() -> int | None:
+    return None
+
+
 async def member_for_ref(conn: Conn, merchant_id: int, customer_ref: str) -> int:
     """The member behind a merchant's customer reference; foreign or unknown: not found."""
-    cur = await conn.execute(
-        "SELECT member_id FROM member_links WHERE merchant_id = %s AND customer_ref = %s",
-        (merchant_id, customer_ref),
-    )
+    cur = await conn.execute(_LINK_SQL, (merchant_id, customer_ref))
     row = await cur.fetchone()
     if row is None:
         raise NotFound("member", "customerRef")

@@ -15,7 +15,8 @@ from world import World, data, gql, make_world
 
 from exchange.api.loaders import WALLET_BALANCES_SQL
 from exchange.config import Settings
-from exchange.services import shared_reads
+from exchange.domain.errors import NotFound
+from exchange.services import members, shared_reads
 from exchange.services.shared_reads import SharedReads
 from exchange.services.tx import Pool
 
@@ -108,6 +109,57 @@ async def test_a_shared_statement_reads_only_its_members_wallets(world: World) -
     assert held == {m: i + 1 for i, m in enumerate(ids)}
     # Twelve wallets and their twelve balance rows, against the 3,000 a hash would read.
     assert read["accounts"] + read["balances"] < 100, read
+
+
+async def test_customer_look_ups_share_a_statement_and_stay_with_their_merchant(
+    world: World,
+) -> None:
+    """Concurrent look-ups of customer references (not yet known to the process) share
+    statements; each gets its own member, and another merchant's customer or an unknown
+    reference is not found. The shared statement looks each link up by its key."""
+    tea = await world.shop("tea-house")
+    air = await world.shop("air-line")
+    ids = {f"t-{i}": await world.member(tea, f"t-{i}") for i in range(10)}
+    await world.member(air, "a-0")
+    async with world.pool.connection() as conn:
+        await conn.execute(
+            "WITH m AS (INSERT INTO members (created_at)"
+            "  SELECT now() FROM generate_series(1, 3000) RETURNING id)"
+            " INSERT INTO member_links (merchant_id, customer_ref, member_id)"
+            " SELECT %s, 'x-' || m.id, m.id FROM m",
+            (air.id,),
+        )
+        await conn.commit()
+        await conn.execute("ANALYZE member_links")
+        await conn.commit()
+
+    async def look(ref: str) -> int | None:
+        try:
+            return await members.member_by_ref(world.pool, tea.id, ref)
+        except NotFound:
+            return None
+
+    refs = [*ids, "a-0", "nobody", *ids]
+    before = dict(shared_reads.STATS)
+    found = await asyncio.gather(*(look(ref) for ref in refs))
+    assert found == [*ids.values(), None, None, *ids.values()]
+    statements = shared_reads.STATS["statements"] - before.get("statements", 0)
+    answered = shared_reads.STATS["reads"] - before.get("reads", 0)
+    assert answered == len(refs)
+    assert 1 <= statements <= 2  # 22 look-ups, shared
+    # The shared statement reads the links it is asked for, not the 3,000 others.
+    async with await psycopg.AsyncConnection.connect(world.pool.conninfo) as conn:
+        keys = [tea.id] * len(ids) + [tea.id]
+        cur = await conn.execute(members._LINKS_SQL, (keys, [*ids, "a-0"]))
+        rows = await cur.fetchall()
+        cur = await conn.execute(
+            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+            "  FROM pg_stat_xact_user_tables WHERE relname = 'member_links'"
+        )
+        read = await cur.fetchone()
+    assert {r[1]: r[2] for r in rows} == {**ids, "a-0": None}
+    assert read is not None
+    assert read[0] < 100, read
 
 
 # -- the queue itself, with an in-memory store ------------------------------------------------
