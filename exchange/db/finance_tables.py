@@ -56,8 +56,9 @@ chain_blocks = Table(
 chain_entries = Table(
     "chain_entries",
     metadata,
-    Column("entry_id", BigInteger, ForeignKey("entries.id"), primary_key=True),
-    Column("block_id", BigInteger, ForeignKey("chain_blocks.id"), nullable=False),
+    # entry_id and block_id: checked per statement (EX008, EX006; migration 0007).
+    Column("entry_id", BigInteger, primary_key=True),
+    Column("block_id", BigInteger, nullable=False),
     Column("ord", Integer, nullable=False),
     Column("digest", LargeBinary, nullable=False),
     UniqueConstraint("block_id", "ord", name="uq_chain_entries_block_ord"),

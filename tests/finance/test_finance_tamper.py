@@ -165,3 +165,56 @@ async def test_settlement_figures_edited_behind_the_back_are_reported(fin: Finan
         "replay-balance",  # the ledger's own replay: balances no longer follow the postings
         "checkpoint",
     } <= checks
+
+
+# -- a block's chain entries: checked once per statement ----------------------------------------
+
+
+def _refused(url: str, sql: str, params: tuple[object, ...], state: str) -> None:
+    with psycopg.connect(url) as conn:
+        with pytest.raises(psycopg.Error) as exc:
+            conn.execute(sql, params)
+        assert exc.value.sqlstate == state, exc.value
+
+
+_INTO_BLOCK = (
+    "INSERT INTO chain_entries (entry_id, block_id, ord, digest)"
+    " VALUES (%s, %s, 999, decode(repeat('00', 32), 'hex'))"
+)
+_NEW_BLOCK = (
+    "WITH b AS (INSERT INTO chain_blocks (id, prev_hash, hash, entry_count, sealed_by)"
+    "  SELECT max(id) + 1, decode(repeat('00', 32), 'hex'), decode(repeat('11', 32), 'hex'),"
+    "         1, 'test' FROM chain_blocks RETURNING id)"
+    " INSERT INTO chain_entries (entry_id, block_id, ord, digest)"
+    " SELECT %s, b.id, 0, decode(repeat('00', 32), 'hex') FROM b"
+)
+
+
+async def test_chain_entries_go_only_into_a_new_block_and_name_real_entries(
+    fin: Finance,
+) -> None:
+    await fin.earn("a", "APT", 5)
+    await fin.seal()
+    unsealed = await fin.earn("a", "APT", 6)
+    # A block sealed by an earlier transaction takes no more entries.
+    _refused(fin.hub.url, _INTO_BLOCK, (unsealed, 1), "EX006")
+    # Nor does a block that does not exist.
+    _refused(fin.hub.url, _INTO_BLOCK, (unsealed, 99), "EX006")
+    # A new block's entries must exist.
+    _refused(fin.hub.url, _NEW_BLOCK, (10**12,), "EX008")
+    assert await fin.hub.count("chain_blocks") == 1
+    sealed = await fin.seal()
+    assert sealed.entries == 1
+    assert fin.violations() == []
+
+
+async def test_sealing_takes_no_lock_on_the_entries_it_seals(fin: Finance) -> None:
+    """The sealer writes past a transaction holding its entries' rows (a foreign key would
+    wait for it: it takes a KEY SHARE lock on each entry it checks)."""
+    await fin.earn("a", "APT", 5)
+    with psycopg.connect(fin.hub.url) as holder:
+        holder.execute("SELECT id FROM entries FOR UPDATE").fetchall()
+        sealed = await asyncio.wait_for(fin.seal(), timeout=10)
+        holder.rollback()
+    assert sealed.entries >= 1
+    assert fin.violations() == []
