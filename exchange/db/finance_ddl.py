@@ -10,7 +10,8 @@ Kept as frozen text so that the migration states exactly what it installed.
   inserted the batch itself, and a block's chain entries only by the transaction that
   sealed the block. Anything else is refused with SQLSTATE ``EX006``. (Both are checked
   against the top-level transaction id, so the closing code writes them outside
-  savepoints.)
+  savepoints.) Since migration ``0007`` a block's chain entries are checked once per
+  statement (:data:`CHAIN_ENTRY_RULES_V2`), their entries too (``EX008``).
 """
 
 from __future__ import annotations
