@@ -451,6 +451,10 @@ def _shape(value: Any) -> Hashable:
     return ("other",)
 
 
+def _cost_key(operation: Hashable, names: tuple[str, ...], values: Mapping[str, Any]) -> Hashable:
+    return (operation, tuple(_shape(values.get(name)) for name in names))
+
+
 def requested_cost(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -472,9 +476,9 @@ def requested_cost(
         cost = operation_cost(schema, document, operation_name, reads)
         names = tuple(sorted(reads.names))
         COST_READS.put(operation, names)
-        COSTED.put((operation, tuple(_shape(values.get(n)) for n in names)), cost)
+        COSTED.put(_cost_key(operation, names, values), cost)
         return cost
-    key = (operation, tuple(_shape(values.get(n)) for n in names))
+    key = _cost_key(operation, names, values)
     cost = COSTED.get(key)
     if cost is _MISSING:
         cost = operation_cost(schema, document, operation_name, values)

@@ -26,6 +26,7 @@ from exchange.services.tx import Claim, reading
 from tests.conftest import DatabaseFactory
 from tests.ledger.support import CURRENCIES, Hub, build_hub
 from tests.ledger.test_bulk import make_debt
+from tests.reads import add_crowd, rows_read
 
 pytestmark = pytest.mark.anyio
 
@@ -306,30 +307,22 @@ async def test_the_statement_looks_up_its_wallets_and_reads_no_other(hub: Hub) -
     known = facts_of(hub.pool).cached_currency("APT")
     assert known is not None
     async with hub.pool.connection() as conn:
-        await conn.execute(
-            "WITH m AS (INSERT INTO members (created_at)"
-            "  SELECT now() FROM generate_series(1, 3000) RETURNING id)"
-            " INSERT INTO accounts (kind, asset_id, member_id, stripes)"
-            " SELECT 'wallet', %s, m.id, 1 FROM m",
-            (known.id,),
+        await add_crowd(
+            conn,
+            "INSERT INTO accounts (kind, asset_id, member_id, stripes)"
+            " SELECT 'wallet', %(asset)s, m.id, 1 FROM m",
+            "accounts",
+            "balances",
+            asset=known.id,
         )
-        await conn.commit()
-        await conn.execute("ANALYZE accounts")
-        await conn.execute("ANALYZE balances")
-        await conn.commit()
     drafts = [_draft(hub, "a", m, "APT", 7, f"few-{m}") for m in range(3)]
     guess = express.Guess(known.id, CURRENCIES["APT"][2])
-    # A connection of its own (a backend reports what it read in batches, so a pooled one
-    # could still hold earlier counts), with one transaction block around the autocommitted
+    # A connection of its own, with one transaction block around the autocommitted
     # statement, so that the rows it read can be counted before they are reported.
     async with await psycopg.AsyncConnection.connect(hub.url, autocommit=True) as conn:
         await conn.execute("BEGIN")
         out = await express.post_earns(conn, drafts, [guess] * 3, "earn")
-        cur = await conn.execute(
-            "SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-            "  FROM pg_stat_xact_user_tables WHERE relname IN ('accounts', 'balances')"
-        )
-        read = dict(await cur.fetchall())
+        read = await rows_read(conn, "accounts", "balances")
         await conn.execute("COMMIT")
     assert all(p is not None and not isinstance(p, express.Stale) for p in out)
     # Three wallets checked and locked, and the accounts and stripes of the entries'
