@@ -12,6 +12,8 @@ import asyncio
 import psycopg
 import pytest
 
+from exchange.finance import chain
+from exchange.finance.chain import entry_digest
 from tests.finance.support import Finance, worked_example_batch1
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +42,41 @@ async def test_sealing_covers_every_committed_entry_once(fin: Finance) -> None:
     third = await fin.seal()
     assert (third.entries, third.head.block) == (1, 2)
     assert await fin.hub.count("chain_entries") == len(s.entries) + 1
+    assert fin.violations() == []
+
+
+async def test_sealing_a_block_lets_other_tasks_run_between_slices(
+    fin: Finance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block is hashed a slice at a time, so requests served meanwhile are not held up."""
+    s = await worked_example_batch1(fin)
+    assert len(s.entries) >= 5
+    turns = 0
+    seen: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    def digest(row: object) -> bytes:
+        seen.append(turns)
+        return entry_digest(row)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chain, "DIGEST_SLICE", 2)
+    monkeypatch.setattr(chain, "entry_digest", digest)
+    task = asyncio.create_task(ticker())
+    try:
+        sealed = await fin.seal()
+    finally:
+        task.cancel()
+    assert (sealed.blocks, sealed.entries) == (1, len(s.entries))
+    # Two entries per slice, and the ticker ran between every two slices.
+    assert len(seen) == len(s.entries)
+    assert [len([t for t in seen if t == v]) for v in sorted(set(seen))][:-1] == [2] * (
+        (len(seen) - 1) // 2
+    )
     assert fin.violations() == []
 
 
