@@ -24,6 +24,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from exchange.api.errors import public_error, should_mask_error
+from exchange.api.execution import LeanExecution
 from exchange.api.inputs import plan_inputs
 from exchange.api.limits import limit_extensions
 from exchange.api.nodes import Currency, Entry, Lot, Member, Merchant, Quote
@@ -128,6 +129,7 @@ def _build(
         types=(*NODE_TYPES, *_contributed("NODE_TYPES")),
         extensions=extensions,
         config=config(production),
+        execution_context_class=LeanExecution,
     )
     plan_inputs(built)
     return built

@@ -1,0 +1,182 @@
+"""GraphQL execution with plain fields read directly.
+
+Most fields the hub answers are plain attributes of a result object: an entry's ``points``,
+a batch item's ``idempotencyKey``, an empty ``userErrors``. graphql-core completes each of
+them the general way: a path, a resolve-info object, the resolver, then the value checked
+against its type step by step. For a bulk call's thousand results that is most of the
+response's cost.
+
+:class:`LeanExecution` reads such a field itself when
+
+- Strawberry marked its resolver as the plain attribute read (a field with no resolver, no
+  extensions, no permission classes: Strawberry's ``_get_basic_result``), and the field
+  takes no arguments and no middleware wraps resolvers (an extension's ``resolve`` hook);
+- and the value is ``None`` on a nullable field, a scalar or enum value its type accepts,
+  or an empty list.
+
+Anything else -- an object, a non-empty list, ``None`` on a non-null field, a value the
+scalar refuses -- takes graphql-core's own path for that field, which produces the same
+errors with the same paths as before, executed in the order of the selection. The response
+keeps that order too. (Plain fields are read before the object's resolvers run: a resolver
+that changed its own source object would be seen differently; none here does.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from graphql import (
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    Undefined,
+    is_leaf_type,
+)
+from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
+from graphql.pyutils import Path
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+PLAIN_READ: Final = "_get_basic_result"
+"""The name of Strawberry's resolver for a field that reads an attribute and nothing else."""
+
+_MISS: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plain:
+    """A field that may be read directly."""
+
+    name: str
+    details: FieldDetailsList
+    read: Callable[[Any, None], Any]
+    leaf: GraphQLLeafType | None
+    non_null: bool
+    is_list: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    order: tuple[str, ...]
+    plain: tuple[_Plain, ...]
+    rest: GroupedFieldSet
+    """The fields graphql-core executes (the same field lists, so its own caches hold)."""
+
+
+def _plain(name: str, details: FieldDetailsList, field: Any) -> _Plain | None:
+    resolve = getattr(field, "resolve", None)
+    if resolve is None or getattr(resolve, "__name__", "") != PLAIN_READ:
+        return None
+    if not getattr(resolve, "_is_default", False) or field.args or details[0].node.arguments:
+        return None
+    kind: GraphQLOutputType = field.type
+    non_null = isinstance(kind, GraphQLNonNull)
+    if isinstance(kind, GraphQLNonNull):
+        kind = kind.of_type
+    leaf = kind if is_leaf_type(kind) else None
+    return _Plain(name, details, resolve, leaf, non_null, isinstance(kind, GraphQLList))
+
+
+class LeanExecution(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's execution context, with plain fields read without graphql-core's ceremony."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plans: dict[int, tuple[GroupedFieldSet, _Plan]] = {}
+        self.plain_reads = 0
+        """Fields answered directly in this execution (for tests and profiles)."""
+        middleware = self.middleware_manager
+        self._lean = middleware is None or not middleware.middlewares
+        """No middleware wraps resolvers (Strawberry always passes a manager, often empty)."""
+
+    def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan:
+        # Like graphql-core's own memo, keyed by identity with the key object kept alive,
+        # so that an id is never reused within this execution.
+        cached = self._plans.get(id(fields))
+        if cached is not None and cached[0] is fields:
+            return cached[1]
+        plain: list[_Plain] = []
+        rest: GroupedFieldSet = {}
+        for name, details in fields.items():
+            field = self.schema.get_field(parent_type, details[0].node.name.value)
+            found = _plain(name, details, field) if field is not None else None
+            if found is None:
+                rest[name] = details
+            else:
+                plain.append(found)
+        plan = _Plan(tuple(fields), tuple(plain), rest)
+        self._plans[id(fields)] = (fields, plan)
+        return plan
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
+        position_context: Any,
+    ) -> Any:
+        if not self._lean:
+            return super().execute_fields(
+                parent_type, source_value, path, grouped_field_set, position_context
+            )
+        plan = self._plan(parent_type, grouped_field_set)
+        done: dict[str, Any] = {}
+        rest: GroupedFieldSet | None = plan.rest
+        for f in plan.plain:
+            value = _read(f, source_value)
+            if value is _MISS:
+                rest = None
+            else:
+                done[f.name] = value
+        self.plain_reads += len(done)
+        if rest is None:
+            # graphql-core executes the rest in the order of the selection: a non-null
+            # field's error stops the fields after it, as it would without this path.
+            rest = {n: d for n, d in grouped_field_set.items() if n not in done}
+        if not rest:
+            return done
+        others = super().execute_fields(parent_type, source_value, path, rest, position_context)
+        if self.is_awaitable(others):
+            return _ordered_later(plan.order, done, others)
+        return _ordered(plan.order, done, cast("dict[str, Any]", others))
+
+
+def _read(f: _Plain, source: Any) -> Any:
+    """The completed value of a plain field, or ``_MISS`` for graphql-core to complete."""
+    try:
+        value = f.read(source, None)
+    except Exception:
+        return _MISS
+    if value is None:
+        return _MISS if f.non_null else None
+    if f.leaf is not None:
+        try:
+            coerced = f.leaf.coerce_output_value(value)
+        except Exception:
+            return _MISS
+        return _MISS if coerced is None or coerced is Undefined else coerced
+    if f.is_list and type(value) is list and not value:
+        return []
+    return _MISS
+
+
+def _ordered(
+    order: tuple[str, ...], done: dict[str, Any], others: dict[str, Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in order:
+        if name in done:
+            out[name] = done[name]
+        elif name in others:
+            out[name] = others[name]
+    return out
+
+
+async def _ordered_later(
+    order: tuple[str, ...], done: dict[str, Any], others: Awaitable[dict[str, Any]]
+) -> dict[str, Any]:
+    return _ordered(order, done, await others)

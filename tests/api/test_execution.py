@@ -1,0 +1,242 @@
+"""Plain fields read directly answer exactly what graphql-core's own completion answers."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import httpx
+import pytest
+import strawberry
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from world import World, data, gql, make_world
+
+from exchange.api import execution
+from exchange.api.execution import LeanExecution
+from exchange.api.scalars import SCALAR_MAP
+from exchange.api.schema import schema as hub_schema
+from exchange.config import Settings
+from exchange.services.tx import Pool
+
+pytestmark = pytest.mark.anyio
+
+
+@strawberry.enum
+class Colour(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@strawberry.type
+class Leaf:
+    name: str
+    maybe: str | None = None
+    count: int = 0
+    tags: list[str] = strawberry.field(default_factory=list)
+    colour: Colour = Colour.RED
+    amount: Decimal | None = None
+    children: list[Leaf] = strawberry.field(default_factory=list)
+    friend: Leaf | None = None
+
+    @strawberry.field
+    def shout(self, times: int = 1) -> str:
+        return self.name.upper() * times
+
+    @strawberry.field
+    async def later(self) -> str | None:
+        return self.maybe
+
+    @strawberry.field
+    def broken(self) -> str | None:
+        raise ValueError("broken on purpose")
+
+
+LEAVES: list[Leaf] = []
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def leaves(self) -> list[Leaf]:
+        return LEAVES
+
+    @strawberry.field
+    def strict(self) -> list[Leaf] | None:
+        return LEAVES
+
+
+def _schema(executor: type[StrawberryGraphQLCoreExecutionContext]) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        config=StrawberryConfig(scalar_map=SCALAR_MAP),
+        execution_context_class=executor,
+    )
+
+
+class Counting(LeanExecution):
+    last: LeanExecution | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        Counting.last = self
+
+
+LEAN = _schema(Counting)
+STOCK = _schema(StrawberryGraphQLCoreExecutionContext)
+
+FIELDS = [
+    "name",
+    "maybe",
+    "count",
+    "tags",
+    "colour",
+    "amount",
+    "shout",
+    "shout(times: 2)",
+    "later",
+    "broken",
+    "__typename",
+    "children { name count tags }",
+    "friend { name maybe }",
+    "... on Leaf { count maybe }",
+    "maybe @include(if: $flag)",
+    "name @skip(if: $flag)",
+]
+
+# Each attribute gets a value the field accepts, or one it must refuse.
+VALUES: dict[str, list[Any]] = {
+    "name": ["a", "", None],
+    "maybe": [None, "m", 7],
+    "count": [1, -3, "x", 2**40, None],
+    "tags": [[], ["t", "u"], [None]],
+    "colour": [Colour.BLUE, Colour.RED, "purple"],
+    "amount": [None, Decimal("1.50"), "bad", 2.5],
+    "children": [[], None],
+    "friend": [None],
+}
+
+
+@st.composite
+def leaves(draw: st.DrawFn, depth: int = 0) -> Leaf:
+    values = {name: draw(st.sampled_from(options)) for name, options in VALUES.items()}
+    leaf = object.__new__(Leaf)
+    for name, value in values.items():
+        object.__setattr__(leaf, name, value)
+    if depth == 0 and draw(st.booleans()):
+        leaf.children = draw(st.lists(leaves(depth=1), max_size=2))
+        leaf.friend = draw(st.none() | leaves(depth=1))
+    return leaf
+
+
+def _query(picks: list[tuple[int, bool]], root: str) -> str:
+    selection = " ".join(
+        (f"f{i}: " if alias and not FIELDS[k].startswith("...") else "") + FIELDS[k]
+        for i, (k, alias) in enumerate(picks)
+    )
+    return f"query($flag: Boolean!) {{ {root} {{ {selection} }} }}"
+
+
+def _shape(result: Any) -> tuple[str, list[tuple[str, str]]]:
+    errors = sorted((json.dumps(e.path), e.message) for e in result.errors or [])
+    return json.dumps(result.data), errors
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    objects=st.lists(leaves(), max_size=3),
+    picks=st.lists(
+        st.tuples(st.integers(0, len(FIELDS) - 1), st.booleans()), min_size=1, max_size=6
+    ),
+    root=st.sampled_from(["leaves", "strict"]),
+    flag=st.booleans(),
+)
+async def test_lean_execution_answers_what_graphql_core_answers(
+    objects: list[Leaf], picks: list[tuple[int, bool]], root: str, flag: bool
+) -> None:
+    LEAVES[:] = objects
+    query = _query(picks, root)
+    lean = await LEAN.execute(query, variable_values={"flag": flag})
+    stock = await STOCK.execute(query, variable_values={"flag": flag})
+    # Same data, in the same order (json.dumps keeps it), and the same errors at the same
+    # paths (their order is not part of the answer).
+    assert _shape(lean) == _shape(stock)
+
+
+async def test_plain_fields_are_read_directly_and_the_rest_is_not() -> None:
+    LEAVES[:] = [Leaf(name="a", maybe=None, count=2, tags=[], amount=Decimal("1.5"))]
+    query = "{ leaves { name maybe count tags amount colour shout later children { name } } }"
+    lean = await LEAN.execute(query)
+    stock = await STOCK.execute(query)
+    assert lean.errors is None
+    assert lean.data == stock.data
+    assert lean.data is not None
+    assert lean.data["leaves"][0]["amount"] == "1.5"
+    assert list(lean.data["leaves"][0]) == [
+        "name",
+        "maybe",
+        "count",
+        "tags",
+        "amount",
+        "colour",
+        "shout",
+        "later",
+        "children",
+    ]
+    # name, maybe, count, tags (empty), amount, colour and children (empty): plain reads;
+    # shout and later have resolvers.
+    assert Counting.last is not None
+    assert Counting.last.plain_reads == 7
+
+
+def test_the_hub_serves_with_lean_execution() -> None:
+    assert hub_schema.execution_context_class is LeanExecution
+
+
+@pytest.fixture
+async def world(pool: Pool, settings: Settings) -> World:
+    return await make_world(pool, settings)
+
+
+async def test_a_batch_payload_is_answered_by_plain_reads(
+    world: World, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP: each batch result's fields are read directly, and say what they should."""
+    shop = await world.shop("tea-house")
+    await world.currency(shop, "TEA", "0.01")
+    for i in range(3):
+        await world.member(shop, f"c-{i}")
+    executions: list[LeanExecution] = []
+    init = LeanExecution.__init__
+
+    def recording(self: LeanExecution, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        executions.append(self)
+
+    monkeypatch.setattr(execution.LeanExecution, "__init__", recording)
+    items = [
+        {"customerRef": f"c-{i}", "currency": "TEA", "points": "5", "idempotencyKey": f"k{i}"}
+        for i in range(3)
+    ] + [{"customerRef": "nobody", "currency": "TEA", "points": "5", "idempotencyKey": "k9"}]
+    body = await gql(
+        client,
+        """mutation ($input: AwardPointsBatchInput!) { awardPointsBatch(input: $input) {
+            awarded results { idempotencyKey entryId points replayed userErrors { code } } } }""",
+        {"input": {"items": items}},
+        shop.headers,
+    )
+    out = data(body)["awardPointsBatch"]
+    assert out["awarded"] == 3
+    assert [r["idempotencyKey"] for r in out["results"]] == ["k0", "k1", "k2", "k9"]
+    assert [r["points"] for r in out["results"]] == ["5", "5", "5", None]
+    assert all(r["entryId"] for r in out["results"][:3])
+    assert out["results"][3]["entryId"] is None
+    assert [r["userErrors"] for r in out["results"][:3]] == [[], [], []]
+    assert [e["code"] for e in out["results"][3]["userErrors"]] == ["NOT_FOUND"]
+    # Five plain fields in each result but the refused one's non-empty userErrors, which
+    # graphql-core completes (its code is plain again), and the payload's awarded.
+    assert [e.plain_reads for e in executions] == [3 * 5 + 4 + 1 + 1]
