@@ -16,6 +16,7 @@ import jwt
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from starlette.routing import Router
 
 from exchange.config import Settings
 from exchange.db.embedded import EmbeddedPostgres, EmbeddedPostgresError, pgbench_path
@@ -85,6 +86,26 @@ async def test_graphql_typename_over_http(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.json()["data"] == {"__typename": "Query"}
     assert "errors" not in response.json()
+
+
+@pytest.mark.anyio
+async def test_graphql_requests_go_straight_to_the_endpoint(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/graphql`` skips Starlette's router; every other path still goes through it."""
+    routed: list[str] = []
+    route = Router.__call__
+
+    async def counting(self: Router, scope: Any, receive: Any, send: Any) -> None:
+        routed.append(scope["path"])
+        await route(self, scope, receive, send)
+
+    monkeypatch.setattr(Router, "__call__", counting)
+    response = await client.post("/graphql", json=TYPENAME)
+    assert response.json()["data"] == {"__typename": "Query"}
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.post("/graphql/", json=TYPENAME)).status_code in (307, 404)
+    assert routed == ["/healthz", "/graphql/"]
 
 
 @pytest.mark.anyio

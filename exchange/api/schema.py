@@ -19,12 +19,14 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from exchange.api.errors import public_error, should_mask_error
 from exchange.api.execution import LeanExecution
+from exchange.api.hooks import LeanExtensionsRunner
 from exchange.api.inputs import plan_inputs
 from exchange.api.limits import limit_extensions
 from exchange.api.nodes import Currency, Entry, Lot, Member, Merchant, Quote
@@ -85,7 +87,13 @@ class ErrorPolicy(SchemaExtension):
 
 
 class ExchangeSchema(strawberry.Schema):
-    """Logs only the errors that are masked (the others are the client's business)."""
+    """Logs only the errors that are masked (the others are the client's business); runs the
+    extensions' hooks with :class:`~exchange.api.hooks.LeanExtensionsRunner`."""
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return LeanExtensionsRunner(execution_context=execution_context, extensions=extensions)
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
