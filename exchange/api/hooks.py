@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Generator
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.context import (
@@ -74,7 +74,7 @@ class Phase:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         left = close(self._open, exc)
         self._open = []
         # Strawberry's managers never suppress: a hook that swallows the exception only
@@ -91,7 +91,7 @@ class Phase:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         return self.__exit__(exc_type, exc, tb)
 
 
