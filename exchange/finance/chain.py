@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exchange.domain.canonical import compact
 from exchange.ledger.engine import Conn
 from exchange.services.tx import Pool
 
@@ -50,6 +50,8 @@ BLOCK_SIZE = 2_000
 DIGEST_SLICE = 100
 """Entries converted and hashed between two yields to the event loop."""
 CANON_VERSION = "entry/v1"
+_ENCODE = compact()
+"""Canonical bytes are compact, ASCII-only JSON."""
 
 _US = "(extract(epoch FROM {col}) * 1000000)::bigint"
 
@@ -105,8 +107,7 @@ _SEQUENCE = (
 
 def canonical_bytes(row: Sequence[Any]) -> bytes:
     """The canonical bytes of one entry, from a row of :data:`CANON_COLUMNS`."""
-    values = [CANON_VERSION, *row[:CANON_WIDTH]]
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=True).encode()
+    return _ENCODE([CANON_VERSION, *row[:CANON_WIDTH]]).encode()
 
 
 def entry_digest(row: Sequence[Any]) -> bytes:

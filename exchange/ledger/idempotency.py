@@ -11,15 +11,17 @@ balance has grown. The same key with a different request is ``IDEMPOTENCY_KEY_RE
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exchange.domain.canonical import compact
 from exchange.domain.errors import IDEMPOTENCY_KEY_REUSED, Refusal
 from exchange.ledger.engine import Conn
 
+_CANONICAL = compact(sort_keys=True, default=str)
+"""Sorted keys, compact separators, anything else (a Decimal, a date) as its ``str``."""
 KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -34,8 +36,7 @@ def check_key(key: str) -> None:
 
 def fingerprint(operation: str, request: dict[str, Any]) -> bytes:
     """A stable digest of what was asked (canonical JSON of the operation and its input)."""
-    canonical = json.dumps([operation, request], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).digest()
+    return hashlib.sha256(_CANONICAL([operation, request]).encode()).digest()
 
 
 @dataclass(frozen=True)
