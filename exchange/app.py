@@ -158,8 +158,8 @@ GRAPHQL_PATH = "/graphql"
 
 
 class Hub(Starlette):
-    """The Starlette app, with ``POST /graphql`` -- nearly every request -- handed straight
-    to the GraphQL endpoint behind the body-size cap.
+    """The Starlette app, with requests to ``/graphql`` -- nearly every request -- handed
+    straight to the GraphQL endpoint behind the body-size cap.
 
     The way through Starlette's error and exception middleware and its router costs a few
     per cent of a small request and adds nothing here: the endpoint answers its own errors,
