@@ -173,6 +173,12 @@ async def _digests(cur: Any) -> tuple[list[int], list[bytes]]:
     return ids, digests
 
 
+async def next_block(conn: Conn, after: int) -> tuple[list[int], list[bytes]]:
+    """The ids and digests of the next block: unsealed entries above ``after``, oldest first."""
+    cur = await conn.execute(_UNSEALED, (after, BLOCK_SIZE))
+    return await _digests(cur)
+
+
 async def _seal_block(
     conn: Conn, ids: list[int], digests: list[bytes], prev: Head, sealed_by: str
 ) -> Head:
@@ -201,14 +207,18 @@ async def seal_visible(conn: Conn, *, barrier_ok: bool, sealed_by: str) -> SealR
     frontier, barrier_hi = int(state[0]), int(state[1])
     top = await head(conn)
     blocks = entries = 0
+    after = frontier
     while True:
-        cur = await conn.execute(_UNSEALED, (frontier, BLOCK_SIZE))
-        ids, digests = await _digests(cur)
+        ids, digests = await next_block(conn, after)
         if not ids:
             break
         top = await _seal_block(conn, ids, digests, top, sealed_by)
         blocks += 1
         entries += len(ids)
+        # The block held the lowest unsealed ids this snapshot sees above ``after``, so none
+        # is left below its last one: the next block is looked for above it, not again
+        # across everything sealed since the frontier.
+        after = ids[-1]
     if barrier_ok:
         frontier = max(frontier, barrier_hi)
     cur = await conn.execute(_SEQUENCE)

@@ -8,6 +8,7 @@ themselves, a timestamp, the order -- ``exchange verify`` names.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 import pytest
@@ -77,6 +78,36 @@ async def test_sealing_a_block_lets_other_tasks_run_between_slices(
     assert [len([t for t in seen if t == v]) for v in sorted(set(seen))][:-1] == [2] * (
         (len(seen) - 1) // 2
     )
+    assert fin.violations() == []
+
+
+async def test_each_block_is_looked_for_above_the_last_one_sealed(
+    fin: Finance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run seals its backlog block by block without scanning what it sealed again."""
+    s = await worked_example_batch1(fin)
+    for j in range(4):
+        await fin.earn("a", "APT", 5 + j)
+    total = len(s.entries) + 4
+    looked: list[int] = []
+    blocks: list[list[int]] = []
+    next_block = chain.next_block
+
+    async def recording(conn: Any, after: int) -> tuple[list[int], list[bytes]]:
+        looked.append(after)
+        found = await next_block(conn, after)
+        blocks.append(found[0])
+        return found
+
+    monkeypatch.setattr(chain, "BLOCK_SIZE", 3)
+    monkeypatch.setattr(chain, "next_block", recording)
+    sealed = await fin.seal()
+    assert sealed.entries == total
+    assert sealed.blocks == -(-total // 3)
+    # The first look starts at the frontier; each next one above the last id sealed.
+    assert looked[1:] == [block[-1] for block in blocks[:-1]]
+    assert looked == sorted(set(looked))
+    assert await fin.hub.count("chain_entries") == await fin.hub.count("entries")
     assert fin.violations() == []
 
 
