@@ -67,10 +67,13 @@ class _Plan:
 
 
 def _plain(name: str, details: FieldDetailsList, field: Any) -> _Plain | None:
-    resolve = getattr(field, "resolve", None)
-    if resolve is None or getattr(resolve, "__name__", "") != PLAIN_READ:
-        return None
-    if not getattr(resolve, "_is_default", False) or field.args or details[0].node.arguments:
+    resolve = field.resolve
+    if (
+        resolve is None
+        or getattr(resolve, "__name__", "") != PLAIN_READ
+        or field.args
+        or details[0].node.arguments
+    ):
         return None
     kind: GraphQLOutputType = field.type
     non_null = isinstance(kind, GraphQLNonNull)

@@ -49,7 +49,7 @@ class Scripted(SchemaExtension):
             yield
 
 
-class Callable(Scripted):
+class PlainFunction(Scripted):
     """A hook that is a plain function: the lean runner leaves its phase to Strawberry."""
 
     def on_operation(self) -> None:  # type: ignore[override]
@@ -71,7 +71,7 @@ async def _run(
 ) -> tuple[list[str], str]:
     log: list[str] = []
     extensions: list[SchemaExtension] = [
-        (Callable if plain else Scripted)(f"x{i}", before, after, log)
+        (PlainFunction if plain else Scripted)(f"x{i}", before, after, log)
         for i, (before, after, plain) in enumerate(scripts)
     ]
     phase = runner(execution_context=None, extensions=extensions).operation()  # type: ignore[arg-type]
@@ -123,7 +123,7 @@ async def test_plain_generator_hooks_are_driven_directly() -> None:
     assert isinstance(runner.parsing(), Phase)
     mixed = LeanExtensionsRunner(
         execution_context=None,  # type: ignore[arg-type]
-        extensions=[Scripted("a", "ok", "ok", log), Callable("c", "ok", "ok", log)],
+        extensions=[Scripted("a", "ok", "ok", log), PlainFunction("c", "ok", "ok", log)],
     )
     assert not isinstance(mixed.operation(), Phase)
 
