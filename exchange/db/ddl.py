@@ -314,7 +314,8 @@ DROP FUNCTION IF EXISTS exchange_apply_postings();
 # append-only and lots change only through their moves), so a row that exists when the
 # statement ends stays, and no lock is needed. `entries.member_id`, `entries.quote_id` and
 # `entries.reverses_entry_id` keep their foreign keys: a member created by a raced link is
-# deleted again, and the other two are empty on the hot paths.
+# deleted again, and the other two are empty on the hot paths. (Since 0008 the member is
+# checked per statement too and members are never deleted: see `journal_ddl`.)
 JOURNAL_FOREIGN_KEYS = (
     ("entries", "merchant_id", "merchants"),
     ("postings", "entry_id", "entries"),

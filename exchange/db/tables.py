@@ -216,7 +216,8 @@ entries = Table(
     Column("fingerprint", LargeBinary, nullable=False),
     # merchant_id: checked per statement (EX008, migration 0006).
     Column("merchant_id", BigInteger, nullable=True),
-    Column("member_id", BigInteger, ForeignKey("members.id"), nullable=True),
+    # member_id: checked per statement (EX008, migration 0008).
+    Column("member_id", BigInteger, nullable=True),
     Column("reverses_entry_id", BigInteger, ForeignKey("entries.id"), nullable=True),
     Column("quote_id", BigInteger, ForeignKey("quotes.id"), nullable=True),
     Column("rates", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
@@ -237,7 +238,11 @@ entries = Table(
 )
 Index("ix_entries_member", entries.c.member_id, entries.c.id)
 Index("ix_entries_merchant", entries.c.merchant_id, entries.c.id)
-Index("ix_entries_reverses", entries.c.reverses_entry_id)
+Index(
+    "ix_entries_reverses",
+    entries.c.reverses_entry_id,
+    postgresql_where=entries.c.reverses_entry_id.isnot(None),
+)
 Index(
     "uq_entries_quote",
     entries.c.quote_id,

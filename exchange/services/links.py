@@ -116,6 +116,20 @@ async def _linked(conn: Conn, merchant_id: int, ref: str) -> int | None:
     return None if row is None else int(row[0])
 
 
+class _LostRace(Exception):
+    """The new member's link lost to a concurrent one: roll the member back."""
+
+
+async def _insert_link(conn: Conn, merchant_id: int, ref: str, member_id: int) -> bool:
+    """Link ``ref`` to ``member_id``; False when the reference or the member is linked here."""
+    cur = await conn.execute(
+        "INSERT INTO member_links (merchant_id, customer_ref, member_id) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING RETURNING member_id",
+        (merchant_id, ref, member_id),
+    )
+    return await cur.fetchone() is not None
+
+
 async def _code_member(conn: Conn, code_hash: bytes) -> tuple[int, bool, int | None] | None:
     """The code's member, whether it can still be used, and who used it."""
     cur = await conn.execute(
@@ -167,22 +181,25 @@ async def link_customer(
             if not usable:
                 raise _bad_code()
             target = member_id
-        new_member = target is None
         if target is None:
-            cur = await conn.execute("INSERT INTO members DEFAULT VALUES RETURNING id")
-            row = await cur.fetchone()
-            assert row is not None
-            target = int(row[0])
-        cur = await conn.execute(
-            "INSERT INTO member_links (merchant_id, customer_ref, member_id) VALUES (%s, %s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING member_id",
-            (merchant_id, ref, target),
-        )
-        if await cur.fetchone() is None:
+            # A new member exists only with its first link: members are never deleted (the
+            # journal refers to them), so a lost race rolls both back to a savepoint.
+            try:
+                async with conn.transaction():
+                    cur = await conn.execute("INSERT INTO members DEFAULT VALUES RETURNING id")
+                    row = await cur.fetchone()
+                    assert row is not None
+                    target = int(row[0])
+                    if not await _insert_link(conn, merchant_id, ref, target):
+                        raise _LostRace
+                linked = True
+            except _LostRace:
+                linked = False
+        else:
+            linked = await _insert_link(conn, merchant_id, ref, target)
+        if not linked:
             # A concurrent call linked this reference first, or the member is already linked
             # here under another reference.
-            if new_member:
-                await conn.execute("DELETE FROM members WHERE id = %s", (target,))
             raced = await _linked(conn, merchant_id, ref)
             if raced is not None and (code is None or code[0] == raced):
                 return Link(raced, ref, created=False)
@@ -203,6 +220,7 @@ async def link_customer(
                 " WHERE code_hash = %s",
                 (merchant_id, code_hash),
             )
+        assert target is not None
         return Link(target, ref, created=True)
 
     return await transaction(pool, work)

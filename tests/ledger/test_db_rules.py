@@ -276,6 +276,10 @@ async def test_journal_rows_must_refer_to_rows_that_exist(hub: Hub) -> None:
         " VALUES (%s, %s, 5, 5, now())"
     )
     move_sql = "INSERT INTO lot_moves (entry_id, lot_id, amount) VALUES (%s, %s, -1)"
+    member_sql = (
+        "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, effective_at,"
+        " member_id) VALUES ('adjust', 'raw', md5(random()::text), '\\x00', now(), %s)"
+    )
     before = await hub.balances()
     with psycopg.connect(hub.url) as conn:
         fresh = _new_entry(conn)
@@ -283,6 +287,7 @@ async def test_journal_rows_must_refer_to_rows_that_exist(hub: Hub) -> None:
     w, o, a = ids["wallet"], ids["outstanding"], ids["asset"]
     cases: list[tuple[str, tuple[object, ...]]] = [
         (entry_sql, (missing,)),
+        (member_sql, (missing,)),
         (postings_sql, (fresh, missing, a, fresh, o, a)),
         (postings_sql, (missing, w, a, missing, o, a)),
         (lot_sql, (missing, ids["entry"])),
@@ -298,6 +303,7 @@ async def test_journal_rows_must_refer_to_rows_that_exist(hub: Hub) -> None:
     # The same statements with rows that exist are accepted.
     with psycopg.connect(hub.url) as conn:
         conn.execute(entry_sql, (hub.merchant_ids["a"],))
+        conn.execute(member_sql, (hub.member_ids[0],))
         conn.execute(postings_sql, (fresh, w, a, fresh, o, a))
         conn.execute(lot_sql, (w, fresh))
         conn.commit()
@@ -311,6 +317,8 @@ async def test_rows_the_journal_refers_to_are_never_deleted(hub: Hub) -> None:
         ("DELETE FROM currencies WHERE id = %s", (ids["asset"],)),
         ("DELETE FROM accounts WHERE id = %s", (ids["wallet"],)),
         ("TRUNCATE lots", ()),
+        ("DELETE FROM members WHERE id = %s", (hub.member_ids[0],)),
+        ("TRUNCATE members CASCADE", ()),
         ("TRUNCATE merchants CASCADE", ()),
         ("TRUNCATE currencies CASCADE", ()),
         ("TRUNCATE accounts CASCADE", ()),
@@ -320,7 +328,7 @@ async def test_rows_the_journal_refers_to_are_never_deleted(hub: Hub) -> None:
 
 
 async def test_an_earn_locks_none_of_its_issuers_rows(hub: Hub) -> None:
-    """Earns do not queue behind a lock on their merchant, currency or accounts."""
+    """Earns do not queue behind a lock on their merchant, currency, accounts or member."""
     await _earn(hub)
     with psycopg.connect(hub.url) as conn:
         conn.execute(
@@ -328,6 +336,7 @@ async def test_an_earn_locks_none_of_its_issuers_rows(hub: Hub) -> None:
             "  JOIN accounts a ON a.asset_id = c.id"
             " WHERE c.code = 'APT' FOR UPDATE OF m, c, a"
         )
+        conn.execute("SELECT 1 FROM members WHERE id = %s FOR UPDATE", (hub.member_ids[0],))
         out = await asyncio.wait_for(
             points.earn(
                 hub.pool,
