@@ -27,6 +27,14 @@ def merge_legs(legs: Iterable[Leg]) -> list[Leg]:
 
     The order is the lock order of hot balance rows, which keeps writers deadlock-free.
     """
+    legs = legs if isinstance(legs, list) else list(legs)
+    if len(legs) == 2:
+        # An earn's two legs (issuer's outstanding, member's wallet): nothing to combine
+        # when they are on two accounts and neither is zero; legs are immutable, so they
+        # are returned as they are, in order.
+        a, b = legs
+        if a.account_id != b.account_id and a.amount and b.amount:
+            return [a, b] if (a.account_id, a.asset_id) < (b.account_id, b.asset_id) else [b, a]
     merged: dict[tuple[int, int], int] = defaultdict(int)
     for leg in legs:
         merged[(leg.account_id, leg.asset_id)] += leg.amount
