@@ -117,17 +117,19 @@ def _port(conn: _Connection) -> int:
 
 async def _connect(
     host: str, port: int, n: int, owners: Owners | None, workers: int
-) -> tuple[list[_Connection], list[int]]:
+) -> tuple[list[_Connection], list[int], list[int]]:
     """Open ``n`` keep-alive connections spread evenly over the server's workers.
 
     Workers share one listening socket and a burst of connections tends to land on one of
     them; keep-alive connections then stay there for the whole run, leaving the other
     worker idle. So connections on a worker holding more than its share are reopened (a
     bounded number of rounds) until no worker holds more than ``ceil(n / workers)``.
+    Returns the connections, the number each worker holds, and each connection's worker
+    (empty when not known).
     """
     conns = [await _open(host, port) for _ in range(n)]
     if owners is None or workers <= 1:
-        return conns, []
+        return conns, [], []
     cap = math.ceil(n / workers)
     counts: dict[int, int] = {}
     for _ in range(SPREAD_ROUNDS):
@@ -147,9 +149,9 @@ async def _connect(
                 counts[pid] = counts.get(pid, 0) + 1
                 keep.append(c)
         if not redo and len(counts) >= min(workers, n):
-            return conns, sorted(counts.values(), reverse=True)
+            return conns, sorted(counts.values(), reverse=True), [found[_port(c)] for c in conns]
         conns = keep + [await _open(host, port) for _ in range(redo)]
-    return conns, sorted(counts.values(), reverse=True)
+    return conns, sorted(counts.values(), reverse=True), []
 
 
 def post_request(
@@ -222,17 +224,27 @@ async def run_load(
     warmup_s: float = 0.0,
     owners: Owners | None = None,
     workers: int = 1,
+    per_worker: bool = False,
 ) -> LoadResult:
     """Drive ``connections`` closed-loop clients for ``duration_s`` (after ``warmup_s``).
 
     Requests of the warm-up are not counted. At most ``max_requests`` are sent in all.
     With ``owners`` (client ports -> server process), connections are spread evenly over
-    the server's ``workers`` before the run (see :func:`_connect`).
+    the server's ``workers`` before the run (see :func:`_connect`). With ``per_worker``
+    (and the workers known) requests are numbered per worker and at most ``max_requests``
+    go to each: worker ``w`` is sent requests ``w·max_requests … (w+1)·max_requests - 1``
+    (distinct requests that meet, with a request function of period ``max_requests``, the
+    same things on every worker).
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError("the load generator talks to loopback only")
-    conns, spread = await _connect(host, port, connections, owners, workers)
-    counter = 0
+    conns, spread, owner_of = await _connect(host, port, connections, owners, workers)
+    if per_worker and not owner_of:
+        raise RuntimeError("requests numbered per worker need the connections' workers")
+    # Which counter each client draws its request numbers from: one for all, or its worker's.
+    group = owner_of if per_worker else [0] * connections
+    counters = dict.fromkeys(group, 0)
+    base = {g: k * max_requests for k, g in enumerate(sorted(counters))}
     latencies: list[float] = []
     ok = failed = acknowledged = 0
     first_failure = ""
@@ -242,14 +254,16 @@ async def run_load(
     deadline = measure_from + duration_s
 
     async def client(i: int) -> None:
-        nonlocal counter, ok, failed, acknowledged, first_failure
+        nonlocal ok, failed, acknowledged, first_failure
         conn = conns[i]
+        mine = group[i]
         while True:
             now = clock()
-            if now >= deadline or counter >= max_requests:
+            n = counters[mine]
+            if now >= deadline or n >= max_requests:
                 return
-            n = counter
-            counter += 1
+            counters[mine] = n + 1
+            n += base[mine]
             data = request(i, n)
             t0 = clock()
             status, payload = await conn.request(data)

@@ -98,8 +98,9 @@ FULL = Profile(
     history_s=10.0,
     verify=True,
 )
-EARN_WARMUP_S = 3.0
-"""Shortest unmeasured warm-up of each earn shape."""
+EARN_WARMUP_BOUND_S = 300.0
+"""Bound on the unmeasured warm-up of each earn shape (it ends when every worker has met
+every pairing of the shape: about 20 s each in the full profile)."""
 HISTORY_ROUNDS = ("small", "large", "large", "small")
 """The history databases are measured in alternating rounds (each with a fresh hub), so a
 drift of the machine's speed during the run weighs on both alike; each database's figures
@@ -260,16 +261,17 @@ def _main_scenarios(
         common = {"duration_s": duration, "warmup_s": p.warmup_s}
         say("  warming up (not measured): earns of both shapes, balance reads")
         for hot in (False, True):
+            # Each worker meets every (merchant, customer) pairing of the shape once, as a
+            # hub in service has: links are cached per process.
             runner.run(
                 "warm-up",
                 scenarios.earn_requests(alliance, hub.port, f"{run_id}w{int(hot)}", hot=hot),
                 scenarios.earn_ok,
                 connections=p.connections,
                 writes=1,
-                # long enough for each worker to meet every (merchant, customer) pairing
-                # once, as a hub in service has: links are cached per process
-                duration_s=max(p.warmup_s, EARN_WARMUP_S),
+                duration_s=EARN_WARMUP_BOUND_S,
                 warmup_s=0,
+                per_worker=scenarios.earn_pairings(alliance, hot=hot),
             )
         runner.run(
             "warm-up",
@@ -384,6 +386,18 @@ def _history(
             log=workdir / "hub.log",
         ) as hub:
             runner = scenarios.Runner(url, hub, server.pid, loop, MAX_REQUESTS, say)
+            # The earns' warm-up: each worker meets every pairing once (as in the main
+            # scenarios); the measured earns follow it directly.
+            runner.run(
+                "warm-up",
+                scenarios.earn_requests(db.alliance, hub.port, f"h{label}{n}w", hot=False),
+                scenarios.earn_ok,
+                connections=p.history_connections,
+                writes=1,
+                duration_s=EARN_WARMUP_BOUND_S,
+                warmup_s=0,
+                per_worker=scenarios.earn_pairings(db.alliance, hot=False),
+            )
             common = {
                 "duration_s": p.history_s,
                 "warmup_s": p.warmup_s,
@@ -394,7 +408,7 @@ def _history(
                 scenarios.earn_requests(db.alliance, hub.port, f"h{label}{n}", hot=False),
                 scenarios.earn_ok,
                 writes=1,
-                **common,
+                **{**common, "warmup_s": 0.0},
             )
             balance = runner.run(
                 f"history_{label}_balance ({n})",

@@ -131,6 +131,14 @@ def earn_requests(alliance: Alliance, port: int, run: str, *, hot: bool) -> Requ
     return request
 
 
+def earn_pairings(alliance: Alliance, *, hot: bool) -> int:
+    """How many distinct (merchant, customer) pairings :func:`earn_requests` cycles through:
+    any ``earn_pairings`` consecutive requests meet each once."""
+    if hot:
+        return alliance.members
+    return alliance.merchants * max(1, alliance.members // alliance.merchants)
+
+
 def batch_requests(alliance: Alliance, port: int, run: str, size: int) -> Request:
     """``size`` awards per call by one of the batch merchants, to ``size`` distinct members."""
     headers = [
@@ -192,8 +200,13 @@ class Runner:
         writes: int | None,
         unit: str = "req/s",
         scale: int = 1,
+        per_worker: int | None = None,
     ) -> Outcome:
-        """Run one scenario; ``writes`` entries per acknowledged request (None: reads)."""
+        """Run one scenario; ``writes`` entries per acknowledged request (None: reads).
+
+        ``per_worker``: send requests ``0 … per_worker - 1`` to every worker, then stop
+        (``duration_s`` is then only a bound).
+        """
         mark = checks.mark(self.url) if writes is not None else None
         before = procs.cpu_snapshot(self.hub.pid, self.pg_pid)
         started = time.perf_counter()
@@ -206,10 +219,11 @@ class Runner:
                 check=check,
                 connections=connections,
                 duration_s=duration_s,
-                max_requests=self.max_requests,
+                max_requests=self.max_requests if per_worker is None else per_worker,
                 warmup_s=warmup_s,
                 owners=lambda ports: procs.connection_owners(self.hub, ports),
                 workers=self.workers,
+                per_worker=per_worker is not None,
             )
         )
         elapsed = time.perf_counter() - started
