@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.pg import BenchError
+
 Request = Callable[[int, int], bytes]
 """``request(client, n)``: the complete bytes of request number ``n``, sent by ``client``."""
 Check = Callable[[bytes], bool]
@@ -240,7 +242,10 @@ async def run_load(
         raise ValueError("the load generator talks to loopback only")
     conns, spread, owner_of = await _connect(host, port, connections, owners, workers)
     if per_worker and not owner_of:
-        raise RuntimeError("requests numbered per worker need the connections' workers")
+        raise BenchError(
+            f"{name}: the connections could not be spread over the workers, so requests"
+            " cannot be numbered per worker"
+        )
     # Which counter each client draws its request numbers from: one for all, or its worker's.
     group = owner_of if per_worker else [0] * connections
     counters = dict.fromkeys(group, 0)

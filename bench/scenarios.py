@@ -204,8 +204,9 @@ class Runner:
     ) -> Outcome:
         """Run one scenario; ``writes`` entries per acknowledged request (None: reads).
 
-        ``per_worker``: send requests ``0 … per_worker - 1`` to every worker, then stop
-        (``duration_s`` is then only a bound).
+        ``per_worker``: send every worker ``per_worker`` requests of its own (worker ``w``
+        gets requests ``w·per_worker`` onwards), then stop; ``duration_s`` is then only a
+        bound.
         """
         mark = checks.mark(self.url) if writes is not None else None
         before = procs.cpu_snapshot(self.hub.pid, self.pg_pid)
