@@ -94,6 +94,9 @@ class Server:
             "fsync",
             "max_connections",
             "wal_sync_method",
+            "autovacuum",
+            "max_wal_size",
+            "checkpoint_timeout",
         )
         with self.admin() as conn:
             rows = conn.execute(

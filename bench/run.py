@@ -149,6 +149,11 @@ def run(options: Options) -> int:
     try:
         with pg.open_server(options.database_url, options.pg_dir or workdir) as server:
             results["postgres"] = server.settings()
+            if results["postgres"].get("autovacuum") == "off":
+                say(
+                    "  note: autovacuum is off on this server: updated rows (balances) are"
+                    " never cleaned up during the run"
+                )
             results["pgbench"] = _baseline(server, p, workdir)
             secrets_dir = workdir / "data"
             secrets = load_or_create_secrets(secrets_dir)
