@@ -29,6 +29,18 @@ def mark(url: str) -> Mark:
     return Mark(int(row[0]))
 
 
+def cleanups(url: str) -> int:
+    """Autovacuum and autoanalyze runs so far on the database's tables (a diagnostic: a
+    scenario during which they ran paid for them, whoever's writes they cleaned up)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint"
+            "  FROM pg_stat_user_tables"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def conservation(url: str, since: Mark, *, expected_entries: int | None, scenario: str) -> int:
     """Check the invariants; return the number of entries written since ``since``."""
     problems: list[str] = []

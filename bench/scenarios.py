@@ -209,6 +209,7 @@ class Runner:
         bound.
         """
         mark = checks.mark(self.url) if writes is not None else None
+        cleaned = checks.cleanups(self.url)
         before = procs.cpu_snapshot(self.hub.pid, self.pg_pid)
         started = time.perf_counter()
         result: LoadResult = self.loop(
@@ -229,6 +230,7 @@ class Runner:
         )
         elapsed = time.perf_counter() - started
         after = procs.cpu_snapshot(self.hub.pid, self.pg_pid)
+        cleaned = checks.cleanups(self.url) - cleaned
         if result.failed or result.ok == 0:
             raise BenchError(
                 f"{name}: {result.failed} of {result.requests} requests failed;"
@@ -253,13 +255,13 @@ class Runner:
             cpu=procs.cpu_delta(before, after, elapsed),
             client_cpu=result.client_cpu_share,
             unit=unit,
-            extra={"connections_per_worker": result.spread},
+            extra={"connections_per_worker": result.spread, "autovacuum_runs": cleaned},
         )
         self.say(
             f"  {name:<22} {outcome.rate:>9.1f} {unit:<9} p50 {outcome.p50_ms:6.1f} ms"
             f"  p99 {outcome.p99_ms:6.1f} ms  ({connections} conn"
             f" {'+'.join(map(str, result.spread)) or '?'}, {result.requests} req,"
-            f" cores {_cores(outcome.cpu)})"
+            f" cores {_cores(outcome.cpu)}, autovacuum {cleaned})"
         )
         return outcome
 
