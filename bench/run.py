@@ -403,24 +403,23 @@ def _history(
                 warmup_s=0,
                 per_worker=scenarios.earn_pairings(db.alliance, hot=False),
             )
-            common = {
-                "duration_s": p.history_s,
-                "warmup_s": p.warmup_s,
-                "connections": p.history_connections,
-            }
             earn = runner.run(
                 f"history_{label}_earn ({n})",
                 scenarios.earn_requests(db.alliance, hub.port, f"h{label}{n}", hot=False),
                 scenarios.earn_ok,
+                connections=p.history_connections,
                 writes=1,
-                **{**common, "warmup_s": 0.0},
+                duration_s=p.history_s,
+                warmup_s=0.0,
             )
             balance = runner.run(
                 f"history_{label}_balance ({n})",
                 scenarios.member_requests(tokens, hub.port, scenarios.BALANCES),
                 scenarios.balances_ok,
+                connections=p.history_connections,
                 writes=None,
-                **common,
+                duration_s=p.history_s,
+                warmup_s=p.warmup_s,
             )
         rounds[label].append((earn, balance))
     for label, db in dbs.items():

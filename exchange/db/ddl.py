@@ -293,11 +293,21 @@ END $$;
 """
 
 
+def replaceable_function(source: str, name: str) -> str:
+    """The ``CREATE … FUNCTION name()`` statement in ``source``, as ``CREATE OR REPLACE``
+    (to restore a function as an earlier migration created it)."""
+    start = source.index(f"FUNCTION {name}()")
+    start = source.rindex("CREATE", 0, start)
+    end = source.index("END $$;", start) + len("END $$;")
+    text = source[start:end]
+    if not text.startswith("CREATE OR REPLACE"):
+        text = "CREATE OR REPLACE" + text[len("CREATE") :]
+    return text + "\n"
+
+
 def ledger_rules_v2_function() -> str:
     """The posting function as ``0004`` created it (to restore it on downgrade)."""
-    start = LEDGER_RULES_V2.index("CREATE FUNCTION exchange_apply_postings()")
-    end = LEDGER_RULES_V2.index("CREATE TRIGGER postings_apply")
-    return "CREATE OR REPLACE" + LEDGER_RULES_V2[start + len("CREATE") : end]
+    return replaceable_function(LEDGER_RULES_V2, "exchange_apply_postings")
 
 
 DROP_LEDGER_RULES_V2 = r"""

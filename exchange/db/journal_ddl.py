@@ -22,7 +22,7 @@ and a WAL record). Now:
 
 from __future__ import annotations
 
-from exchange.db.ddl import JOURNAL_REFERENCES_V1
+from exchange.db.ddl import JOURNAL_REFERENCES_V1, replaceable_function
 
 MEMBER_REFERENCE = ("entries", "member_id", "members")
 """The foreign key ``0008`` replaces with the per-statement check."""
@@ -156,22 +156,11 @@ ALTER FUNCTION exchange_check_entry_references() {_PLANNED_FOR_LOOKUPS};
 """
 
 
-def _function(source: str, name: str) -> str:
-    """The ``CREATE … FUNCTION name()`` statement in ``source``, as ``CREATE OR REPLACE``."""
-    start = source.index(f"FUNCTION {name}()")
-    start = source.rindex("CREATE", 0, start)
-    end = source.index("END $$;", start) + len("END $$;")
-    text = source[start:end]
-    if not text.startswith("CREATE OR REPLACE"):
-        text = "CREATE OR REPLACE" + text[len("CREATE") :]
-    return text + "\n"
-
-
 DROP_LEAN_RULES_V1 = (
     "DROP TRIGGER IF EXISTS members_no_truncate ON members;\n"
     "DROP TRIGGER IF EXISTS members_kept ON members;\n"
-    + _function(JOURNAL_REFERENCES_V1, "exchange_check_entry_references")
-    + _function(JOURNAL_REFERENCES_V1, "exchange_apply_postings")
+    + replaceable_function(JOURNAL_REFERENCES_V1, "exchange_check_entry_references")
+    + replaceable_function(JOURNAL_REFERENCES_V1, "exchange_apply_postings")
     + f"ALTER FUNCTION exchange_apply_postings() {_PLANNED_FOR_LOOKUPS};\n"
     + f"ALTER FUNCTION exchange_check_entry_references() {_PLANNED_FOR_LOOKUPS};\n"
 )

@@ -31,13 +31,13 @@ refuses the whole statement (``EX007``); its earns are then tried again alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import psycopg
 
+from exchange.domain.canonical import compact
 from exchange.domain.entries import merge_legs
 from exchange.ledger.engine import (
     Conn,
@@ -51,6 +51,8 @@ from exchange.ledger.engine import (
 from exchange.ledger.facts import STATE_COLUMNS
 
 STALE = "EX007"
+_JSON = compact()
+"""The items of a shared earn statement as one JSON document."""
 WALLET = 0
 """The account id standing for the member's wallet in an express draft."""
 
@@ -283,7 +285,7 @@ async def post_earns(
     assert all(d.kind == drafts[0].kind for d in drafts)
     items = [_express_item(n, d, g) for n, (d, g) in enumerate(zip(drafts, guesses, strict=True))]
     params = {
-        "items": json.dumps(items, separators=(",", ":")),
+        "items": _JSON(items),
         "operation": operation,
         "kind": drafts[0].kind,
     }
