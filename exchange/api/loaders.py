@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader, DefaultCache
 
@@ -28,6 +29,9 @@ from exchange.ledger.engine import EntryDraft
 from exchange.ledger.facts import Bounded
 from exchange.services.shared_reads import shared_reads
 from exchange.services.tx import Pool, reading
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 async def fetch_all(pool: Pool, query: str, params: Sequence[Any] | None = None) -> list[Any]:
@@ -237,7 +241,14 @@ def _ordered(keys: Sequence[Any], found: dict[Any, Any]) -> list[Any]:
 
 
 class Loaders:
-    """The request's DataLoaders (each created on first use)."""
+    """The request's DataLoaders (each created on first use).
+
+    Each loader calls back into this object through a weak reference: a loader holding a
+    bound method of the object that holds the loader is a reference cycle, which kept every
+    request's loaders alive until the garbage collector's next pass. So the object must
+    outlive its loads, as the request's context does (a load whose ``Loaders`` is gone
+    fails with a ``RuntimeError``).
+    """
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -353,43 +364,56 @@ class Loaders:
             out.append(balances)
         return out
 
+    def _loader(
+        self, method: Callable[[Loaders, Sequence[K]], Awaitable[list[V]]]
+    ) -> DataLoader[K, V]:
+        ref = weakref.ref(self)
+
+        async def load(keys: Sequence[K]) -> list[V]:
+            loaders = ref()
+            if loaders is None:
+                raise RuntimeError("the request's loaders are gone")
+            return await method(loaders, keys)
+
+        return DataLoader(load_fn=load)
+
     @cached_property
     def currency(self) -> DataLoader[int, CurrencyRow | None]:
         """Currencies by id, with the rate in force now."""
-        return DataLoader(load_fn=self._currencies)
+        return self._loader(Loaders._currencies)
 
     @cached_property
     def currency_by_code(self) -> DataLoader[str, CurrencyRow | None]:
-        return DataLoader(load_fn=self._currencies_by_code)
+        return self._loader(Loaders._currencies_by_code)
 
     @cached_property
     def merchant(self) -> DataLoader[int, MerchantRow | None]:
-        return DataLoader(load_fn=self._merchants)
+        return self._loader(Loaders._merchants)
 
     @cached_property
     def entry(self) -> DataLoader[int, EntryRow | None]:
         """Entries by id, unfiltered: callers apply the visibility rule."""
-        return DataLoader(load_fn=self._entries)
+        return self._loader(Loaders._entries)
 
     @cached_property
     def movements(self) -> DataLoader[int, list[Movement]]:
         """An entry's net changes to member wallets, per currency."""
-        return DataLoader(load_fn=self._movements)
+        return self._loader(Loaders._movements)
 
     @cached_property
     def issued_currencies(self) -> DataLoader[int, frozenset[int]]:
         """The ids of the currencies a merchant issues."""
-        return DataLoader(load_fn=self._issued)
+        return self._loader(Loaders._issued)
 
     @cached_property
     def customer_ref(self) -> DataLoader[tuple[int, int], str | None]:
         """``(merchant_id, member_id)`` → the merchant's reference for that member, if linked."""
-        return DataLoader(load_fn=self._links)
+        return self._loader(Loaders._links)
 
     @cached_property
     def wallet_balances(self) -> DataLoader[int, list[BalanceRow]]:
         """A member's balances in every currency, with the rates in force (one statement)."""
-        return DataLoader(load_fn=self._wallet_balances)
+        return self._loader(Loaders._wallet_balances)
 
     def prime_currencies(self, rows: Iterable[CurrencyRow]) -> None:
         """Remember currency rows read along with something else, for the currency loaders

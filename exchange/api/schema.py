@@ -24,6 +24,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from exchange.api import coercion
 from exchange.api.errors import public_error, should_mask_error
 from exchange.api.execution import LeanExecution
 from exchange.api.hooks import LeanExtensionsRunner
@@ -140,6 +141,7 @@ def _build(
         execution_context_class=LeanExecution,
     )
     plan_inputs(built)
+    coercion.install()
     return built
 
 

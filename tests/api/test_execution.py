@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from decimal import Decimal
 from enum import Enum
@@ -17,7 +18,9 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from world import World, data, gql, make_world
 
 from exchange.api import execution
+from exchange.api.context import Context
 from exchange.api.execution import LeanExecution
+from exchange.api.loaders import Loaders
 from exchange.api.scalars import SCALAR_MAP
 from exchange.api.schema import schema as hub_schema
 from exchange.config import Settings
@@ -240,3 +243,38 @@ async def test_a_batch_payload_is_answered_by_plain_reads(
     # Five plain fields in each result but the refused one's non-empty userErrors, which
     # graphql-core completes (its code is plain again), and the payload's awarded.
     assert [e.plain_reads for e in executions] == [3 * 5 + 4 + 1 + 1]
+
+
+async def test_requests_leave_no_cyclic_garbage(world: World, client: httpx.AsyncClient) -> None:
+    """An execution and the request's loaders are freed when the request is done, not left
+    for the garbage collector (they held themselves through bound methods)."""
+    shop = await world.shop("tea-house")
+    await world.currency(shop, "TEA", "0.01")
+    member = await world.member(shop, "c-1")
+    await world.earn(shop, member, "TEA", 5)
+    member_headers = await world.member_headers(shop, "c-1")
+    earn = """mutation ($input: AwardPointsInput!) { awardPoints(input: $input) {
+        entry { id points } userErrors { code } } }"""
+    balances = "{ wallet { balances { currency { code } points value } totalValue } }"
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(3):
+            variables = {
+                "input": {
+                    "customerRef": "c-1",
+                    "currency": "TEA",
+                    "points": "2",
+                    "reason": "visit",
+                    "idempotencyKey": f"cycle-{n}",
+                }
+            }
+            out = data(await gql(client, earn, variables, shop.headers))["awardPoints"]
+            assert out["entry"], out
+            assert data(await gql(client, balances, None, member_headers))["wallet"]["balances"]
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, LeanExecution | Loaders | Context)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []

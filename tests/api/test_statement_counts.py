@@ -123,8 +123,13 @@ async def test_one_wallet_and_several_wallets_read_the_same_balances(
     def seen(rows: list[BalanceRow]) -> list[tuple[str, int]]:
         return [(r.currency.code, r.amount) for r in rows]
 
-    batched = await Loaders(pool).wallet_balances.load_many([alice, bob, carol])
-    alone = [await Loaders(pool).wallet_balances.load(m) for m in (alice, bob, carol)]
+    request = Loaders(pool)
+    batched = await request.wallet_balances.load_many([alice, bob, carol])
+    # A request's loaders live as long as its context; here, as long as each read.
+    alone = []
+    for m in (alice, bob, carol):
+        each = Loaders(pool)
+        alone.append(await each.wallet_balances.load(m))
 
     assert [seen(rows) for rows in batched] == [[("GOLD", 3), ("TEA", 10)], [("GOLD", 1)], []]
     assert [seen(rows) for rows in alone] == [seen(rows) for rows in batched]
