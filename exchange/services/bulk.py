@@ -397,6 +397,7 @@ async def _post_all(
 
     # 4. entries, postings (in (account, stripe) order), lots and lot moves
     drafts: list[tuple[_Item, list[Leg], int, int, datetime | None]] = []
+    expiry: dict[int, datetime | None] = {}
     for c, currency, v in accepted:
         wallet_id = wallet_of[(c.item.member_id, currency.id)]
         n = c.item.points
@@ -409,7 +410,9 @@ async def _post_all(
         bad = imbalances(legs)
         if bad or not legs:
             raise UnbalancedEntry(f"earn entry does not balance: {bad}")
-        drafts.append((c, legs, wallet_id, repay, currency.expiry.expires_at(now)))
+        if currency.id not in expiry:
+            expiry[currency.id] = currency.expiry.expires_at(now)
+        drafts.append((c, legs, wallet_id, repay, expiry[currency.id]))
 
     def details(c: _Item, currency: Currency, v: int) -> dict[str, Any]:
         extra = dict(c.item.details or {})

@@ -8,11 +8,15 @@ the currency's scale or too large is an ``INVALID_AMOUNT`` user error.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from exchange.api.mutations.common import has_control
 from exchange.config import Settings
 from exchange.services.tx import Pool
 from tests.api.mutation_kit import (
@@ -229,3 +233,12 @@ async def test_bad_strings_in_catalogue_mutations(hub: Hub) -> None:
     )
     assert error_codes(payload) == ["INVALID_INPUT"]
     assert await hub.count("member_links") == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=12) | st.text(st.characters(codec="utf-8"), max_size=6))
+def test_control_characters_are_found_as_by_their_categories(text: str) -> None:
+    defined = any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text)
+    assert has_control(text) == defined
+    assert has_control(text + "\u2028 ok") == defined  # a separator: not a control
+    assert has_control(text + "\u200b") is True  # a format character
