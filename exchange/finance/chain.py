@@ -175,7 +175,9 @@ async def _digests(cur: Any) -> tuple[list[int], list[bytes]]:
 
 async def next_block(conn: Conn, after: int) -> tuple[list[int], list[bytes]]:
     """The ids and digests of the next block: unsealed entries above ``after``, oldest first."""
-    cur = await conn.execute(_UNSEALED, (after, BLOCK_SIZE))
+    # Read in binary: psycopg loads the three arrays per entry several times faster than
+    # from their text, into the same values (tested against the text form the checks read).
+    cur = await conn.execute(_UNSEALED, (after, BLOCK_SIZE), binary=True)
     return await _digests(cur)
 
 

@@ -414,25 +414,30 @@ async def _post_all(
             expiry[currency.id] = currency.expiry.expires_at(now)
         drafts.append((c, legs, wallet_id, repay, expiry[currency.id]))
 
-    def details(c: _Item, currency: Currency, v: int) -> dict[str, Any]:
-        extra = dict(c.item.details or {})
-        info = {"currency": currency.code, "points": c.item.points, "value": micro_to_decimal(v)}
-        return {**info, **extra}
-
-    rates: dict[str, dict[str, str]] = {}
+    # Each entry's rates and details, built by PostgreSQL: the rate of each currency goes
+    # once, and each item sends its currency's place, points, value and extra details.
+    place: dict[str, int] = {}
+    rates: list[list[str]] = []
     for _, currency, _ in accepted:
-        if currency.code not in rates:
+        if currency.code not in place:
             assert currency.rate is not None
-            rates[currency.code] = {currency.code: rate_to_text(currency.rate)}
+            place[currency.code] = len(rates)
+            rates.append([currency.code, rate_to_text(currency.rate)])
     cur = await conn.execute(
-        "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id,"
-        "                     member_id, rates, details, effective_at)"
+        "WITH r AS MATERIALIZED (SELECT %s::jsonb AS a)"
+        " INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id,"
+        "                      member_id, rates, details, effective_at)"
         " SELECT 'earn', %s, x.e->>0, decode(x.e->>1, 'hex'), %s, (x.e->>2)::bigint,"
-        "        x.e->3, x.e->4, %s"
-        "   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
+        "        jsonb_build_object(c.e->>0, c.e->1),"
+        "        jsonb_build_object('currency', c.e->0, 'points', x.e->4, 'value', x.e->5)"
+        "          || (x.e->6),"
+        "        %s"
+        "   FROM r, jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
+        "   CROSS JOIN LATERAL (SELECT r.a -> ((x.e->>3)::int) AS e) c"
         "  ORDER BY x.ord"
         " RETURNING id, idempotency_key",
         (
+            _json(rates),
             initiator,
             merchant_id,
             now,
@@ -442,8 +447,10 @@ async def _post_all(
                         c.item.idempotency_key,
                         c.digest.hex(),
                         c.item.member_id,
-                        rates[currency.code],
-                        details(c, currency, v),
+                        place[currency.code],
+                        c.item.points,
+                        micro_to_decimal(v),
+                        c.item.details or {},
                     ]
                     for c, currency, v in accepted
                 ]
