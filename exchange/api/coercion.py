@@ -4,7 +4,7 @@ graphql-core coerces a request's variables generically: for every value it asks 
 what kind of type it has (non-null, list, input object, leaf), recursing once per wrapper,
 and before that it walks the whole value once more to make sure it is not nested deeper
 than the interpreter can recurse. A bulk call's thousand input objects paid both walks for
-each of their fields (about a fifth of the hub's time per call).
+each of their fields (6 ms of a call's 70–100 ms of Python).
 
 :func:`install` puts :func:`coerce_input_value` in graphql-core's variable coercion: a
 coercer per type, built the first time the type is met, which does exactly what

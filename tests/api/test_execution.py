@@ -6,7 +6,7 @@ import gc
 import json
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -23,8 +23,10 @@ from exchange.api.execution import LeanExecution
 from exchange.api.loaders import Loaders
 from exchange.api.scalars import SCALAR_MAP
 from exchange.api.schema import schema as hub_schema
+from exchange.app import YOUNG_GC_THRESHOLD
 from exchange.config import Settings
 from exchange.services.tx import Pool
+from tests.conftest import app_client
 
 pytestmark = pytest.mark.anyio
 
@@ -278,3 +280,31 @@ async def test_requests_leave_no_cyclic_garbage(world: World, client: httpx.Asyn
         gc.set_debug(0)
         gc.garbage.clear()
     assert left == []
+
+
+def test_the_weak_helpers_call_the_live_execution_and_refuse_after_it() -> None:
+    class Owner:
+        def gather_async_work(self, *args: Any) -> tuple[str, tuple[Any, ...]]:
+            return ("gather", args)
+
+        def track_async_work(self, *args: Any) -> tuple[str, tuple[Any, ...]]:
+            return ("track", args)
+
+    owner = Owner()
+    helpers = execution._weak_helpers(cast(Any, owner))
+    assert helpers.gather(1, 2) == ("gather", (1, 2))
+    assert helpers.track(3) == ("track", (3,))
+    del owner
+    gc.collect()
+    with pytest.raises(RuntimeError, match="ended"):
+        helpers.gather()
+
+
+async def test_the_hub_raises_the_young_gc_threshold_while_it_serves(
+    settings: Settings, database_url: str
+) -> None:
+    before = gc.get_threshold()
+    async with app_client(settings, database_url) as client:
+        assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, *before[1:])
+        assert (await client.get("/healthz")).status_code == 200
+    assert gc.get_threshold() == before
