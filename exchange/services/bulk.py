@@ -450,7 +450,7 @@ async def _post_all(
                         place[currency.code],
                         c.item.points,
                         micro_to_decimal(v),
-                        c.item.details or {},
+                        dict(c.item.details) if c.item.details else {},
                     ]
                     for c, currency, v in accepted
                 ]

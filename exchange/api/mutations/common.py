@@ -64,9 +64,9 @@ def errors_of(refusal: Refusal | AmountError) -> list[UserError]:
 def has_control(text: str) -> bool:
     """True when ``text`` holds a control, format, surrogate or unassigned character."""
     if text.isprintable():
-        # What Python calls printable excludes every "Other" category (Cc, Cf, Cs, Co,
-        # Cn) and the separators but the space: such a text holds none of them, decided
-        # in C. Otherwise (a separator, say) look at each character.
+        # A printable text (Python's definition, checked in C) holds no character of an
+        # "Other" category (Cc, Cf, Cs, Co, Cn) and no separator but the space. A text that
+        # is not printable may still hold only separators: look at each character.
         return False
     return any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") for ch in text)
 
