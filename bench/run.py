@@ -105,6 +105,11 @@ HISTORY_ROUNDS = ("small", "large", "large", "small")
 """The history databases are measured in alternating rounds (each with a fresh hub), so a
 drift of the machine's speed during the run weighs on both alike; each database's figures
 are the mean over its rounds."""
+EARN_ROUNDS = ("earn_spread", "earn_hot_issuer", "earn_hot_issuer", "earn_spread")
+"""The two earn shapes are measured in alternating rounds of half the scenario's length
+each, for the same reason: ``hot_issuer_ratio`` compares them, and a drift of the machine
+or a database's housekeeping (autovacuum after the warm-ups' earns) would otherwise weigh
+on whichever shape came second."""
 MAX_REQUESTS = 2_000_000
 """Bound on the requests of any one scenario (each is also bounded by its duration)."""
 
@@ -287,22 +292,23 @@ def _main_scenarios(
             duration_s=p.warmup_s,
             warmup_s=0,
         )
-        out["earn_spread"] = runner.run(
-            "earn_spread",
-            scenarios.earn_requests(alliance, hub.port, run_id, hot=False),
-            scenarios.earn_ok,
-            connections=p.connections,
-            writes=1,
-            **common,
-        )
-        out["earn_hot_issuer"] = runner.run(
-            "earn_hot_issuer",
-            scenarios.earn_requests(alliance, hub.port, run_id, hot=True),
-            scenarios.earn_ok,
-            connections=p.connections,
-            writes=1,
-            **common,
-        )
+        earn_rounds: dict[str, list[scenarios.Outcome]] = {}
+        for n, name in enumerate(EARN_ROUNDS, start=1):
+            earn_rounds.setdefault(name, []).append(
+                runner.run(
+                    f"{name} ({n})",
+                    scenarios.earn_requests(
+                        alliance, hub.port, f"{run_id}e{n}", hot=name == "earn_hot_issuer"
+                    ),
+                    scenarios.earn_ok,
+                    connections=p.connections,
+                    writes=1,
+                    duration_s=duration / 2,
+                    warmup_s=p.warmup_s / 2,
+                )
+            )
+        for name, measured in earn_rounds.items():
+            out[name] = scenarios.combined(name, measured)
         out["batch"] = runner.run(
             "batch",
             scenarios.batch_requests(alliance, hub.port, run_id, p.batch_size),

@@ -72,6 +72,30 @@ class Outcome:
         return out
 
 
+def combined(name: str, rounds: list[Outcome]) -> Outcome:
+    """One scenario measured in rounds of equal length: its rate, latencies and cores are
+    the means over the rounds; every round is kept under ``rounds``."""
+    n = len(rounds)
+    cores = sorted({k for r in rounds for k in r.cpu})
+    return Outcome(
+        name=name,
+        connections=rounds[0].connections,
+        duration_s=sum(r.duration_s for r in rounds),
+        rate=sum(r.rate for r in rounds) / n,
+        requests=sum(r.requests for r in rounds),
+        failed=sum(r.failed for r in rounds),
+        p50_ms=sum(r.p50_ms for r in rounds) / n,
+        p99_ms=sum(r.p99_ms for r in rounds) / n,
+        cpu={k: round(sum(r.cpu.get(k, 0.0) for r in rounds) / n, 3) for k in cores},
+        client_cpu=sum(r.client_cpu for r in rounds) / n,
+        unit=rounds[0].unit,
+        extra={
+            "autovacuum_runs": sum(int(r.extra.get("autovacuum_runs", 0)) for r in rounds),
+            "rounds": [r.as_json() for r in rounds],
+        },
+    )
+
+
 def _body(query: str, variables: dict[str, Any] | None = None) -> bytes:
     doc: dict[str, Any] = {"query": query}
     if variables is not None:
