@@ -132,29 +132,23 @@ def _list(item: Coercer) -> Coercer:
     return list_
 
 
-def _non_null(inner: Coercer) -> Coercer:
-    def non_null(value: Any) -> Any:
+def _wrapped(core: Coercer, missing: Any) -> Coercer:
+    """``core`` behind the check for a missing value: ``missing`` is what a ``null`` (or no
+    value) coerces to -- ``Undefined`` (refused) for a non-null type, ``None`` otherwise."""
+
+    def wrapped(value: Any) -> Any:
         if value is None or value is Undefined:
-            return Undefined
-        return inner(value)
-
-    return non_null
-
-
-def _nullable(core: Coercer) -> Coercer:
-    def nullable(value: Any) -> Any:
-        if value is None or value is Undefined:
-            return None
+            return missing
         return core(value)
 
-    return nullable
+    return wrapped
 
 
 def _coercer(type_: Any) -> Coercer:
     """The coercer of ``type_`` (wrappers are new objects per request; named types are not)."""
     if isinstance(type_, GraphQLNonNull):
-        return _non_null(_core(type_.of_type))
-    return _nullable(_core(type_))
+        return _wrapped(_core(type_.of_type), Undefined)
+    return _wrapped(_core(type_), None)
 
 
 def _core(type_: Any) -> Coercer:
@@ -194,13 +188,7 @@ def _depth(type_: Any, seen: frozenset[int] = frozenset()) -> int:
 
 def coerce_input_value(input_value: Any, type_: GraphQLInputType) -> Any:
     """graphql-core's ``coerce_input_value``, by a plan per type."""
-    if isinstance(type_, GraphQLNonNull):
-        if input_value is None or input_value is Undefined:
-            return Undefined
-        return _core(type_.of_type)(input_value)
-    if input_value is None or input_value is Undefined:
-        return None
-    return _core(type_)(input_value)
+    return _coercer(type_)(input_value)
 
 
 def input_is_nested_too_deeply(value: Any, type_: GraphQLInputType) -> bool:
