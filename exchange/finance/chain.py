@@ -11,6 +11,9 @@ every batch close) seals blocks of entries that have committed:
 ``chain_entries`` records, per entry, its block, its place in the block and its digest, so
 ``exchange verify`` can say *which* entry was edited, deleted or moved.
 
+A block holds at most :data:`BLOCK_SIZE` entries within :data:`BLOCK_SPAN` ids of its first,
+so the postings, lot moves and lots of its entries can be read by range over its ids.
+
 **Commit order.** Entry ids are drawn from a sequence when the row is inserted, not when
 its transaction commits, so a lower id can commit after a higher one. The sealer seals what
 its snapshot sees, whatever the id, so an entry that commits late lands in a later block:
@@ -55,27 +58,74 @@ _ENCODE = compact()
 
 _US = "(extract(epoch FROM {col}) * 1000000)::bigint"
 
-CANON_COLUMNS = f"""
+_ENTRY_COLUMNS = f"""
 e.id, e.kind, e.initiator, e.idempotency_key, encode(e.fingerprint, 'hex'), e.merchant_id,
 e.member_id, e.reverses_entry_id, e.quote_id, e.rates::text, e.details::text,
-{_US.format(col="e.effective_at")}, {_US.format(col="e.recorded_at")},
-ARRAY(SELECT ARRAY[p.seq::bigint, p.account_id, p.asset_id::bigint, p.amount]
-        FROM postings p WHERE p.entry_id = e.id ORDER BY p.seq),
-ARRAY(SELECT ARRAY[lm.lot_id, lm.amount]
-        FROM lot_moves lm WHERE lm.entry_id = e.id ORDER BY lm.lot_id),
-ARRAY(SELECT ARRAY[l.id, l.wallet_id, l.original, {_US.format(col="l.earned_at")},
-                   {_US.format(col="l.expires_at")}]
-        FROM lots l WHERE l.entry_id = e.id ORDER BY l.id)
+{_US.format(col="e.effective_at")}, {_US.format(col="e.recorded_at")}"""
+_POSTING = "ARRAY[p.seq::bigint, p.account_id, p.asset_id::bigint, p.amount]"
+_LOT_MOVE = "ARRAY[lm.lot_id, lm.amount]"
+_LOT = (
+    f"ARRAY[l.id, l.wallet_id, l.original, {_US.format(col='l.earned_at')},"
+    f" {_US.format(col='l.expires_at')}]"
+)
+
+CANON_COLUMNS = f"""{_ENTRY_COLUMNS},
+ARRAY(SELECT {_POSTING} FROM postings p WHERE p.entry_id = e.id ORDER BY p.seq),
+ARRAY(SELECT {_LOT_MOVE} FROM lot_moves lm WHERE lm.entry_id = e.id ORDER BY lm.lot_id),
+ARRAY(SELECT {_LOT} FROM lots l WHERE l.entry_id = e.id ORDER BY l.id)
 """
 """The columns :func:`canonical_bytes` reads, for an ``entries e`` row."""
 CANON_WIDTH = 16
 
+BLOCK_SPAN = 2 * BLOCK_SIZE
+"""The widest id range one block spans: its entries' postings, lot moves and lots are read
+by range over its ids, and entries sealed earlier inside that range are read for nothing."""
+
 _UNSEALED = f"""
-SELECT {CANON_COLUMNS} FROM entries e
- WHERE e.id > %s AND NOT EXISTS (SELECT 1 FROM chain_entries c WHERE c.entry_id = e.id)
- ORDER BY e.id LIMIT %s
+WITH first AS (
+  SELECT e.id AS lo, e.id + %(span)s AS top FROM entries e
+   WHERE e.id > %(after)s
+     AND NOT EXISTS (
+       SELECT 1 FROM chain_entries c WHERE c.entry_id = e.id AND c.entry_id > %(after)s)
+   ORDER BY e.id LIMIT 1
+), e AS MATERIALIZED (
+  SELECT e.* FROM entries e
+   WHERE e.id >= (SELECT lo FROM first) AND e.id < (SELECT top FROM first)
+     AND NOT EXISTS (
+       SELECT 1 FROM chain_entries c
+        WHERE c.entry_id = e.id
+          AND c.entry_id >= (SELECT lo FROM first) AND c.entry_id < (SELECT top FROM first))
+   ORDER BY e.id LIMIT %(size)s
+), span AS (
+  SELECT min(id) AS lo, max(id) AS hi FROM e
+), p AS (
+  SELECT p.entry_id, array_agg({_POSTING} ORDER BY p.seq) AS a FROM postings p
+   WHERE p.entry_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span)
+   GROUP BY p.entry_id
+), lm AS (
+  SELECT lm.entry_id, array_agg({_LOT_MOVE} ORDER BY lm.lot_id) AS a FROM lot_moves lm
+   WHERE lm.entry_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span)
+   GROUP BY lm.entry_id
+), l AS (
+  SELECT l.entry_id, array_agg({_LOT} ORDER BY l.id) AS a FROM lots l
+   WHERE l.entry_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span)
+   GROUP BY l.entry_id
+)
+SELECT {_ENTRY_COLUMNS},
+       coalesce(p.a, '{{}}'), coalesce(lm.a, '{{}}'), coalesce(l.a, '{{}}')
+  FROM e LEFT JOIN p ON p.entry_id = e.id
+         LEFT JOIN lm ON lm.entry_id = e.id
+         LEFT JOIN l ON l.entry_id = e.id
+ ORDER BY e.id
 """
-"""The next block's entries (what :func:`canonical_bytes` reads), oldest first."""
+"""The next block, oldest first: the unsealed entries from the lowest one above ``after``,
+at most ``size`` of them within ``span`` ids, in the columns of :data:`CANON_COLUMNS`.
+
+Each entry's postings, lot moves and lots are aggregated in one pass over the block's id
+range rather than by three subqueries per entry. The comparisons with ``chain_entries``
+are bounded below (and the block's above) by ids, so the planner never picks a join that
+reads the whole chain: unbounded, it hashed every chain entry for each block. Both halved
+the database's time per sealed entry on PostgreSQL 18 and cut it by a third on 15."""
 
 _CHAIN_ENTRIES = """
 INSERT INTO chain_entries (entry_id, block_id, ord, digest)
@@ -177,7 +227,9 @@ async def next_block(conn: Conn, after: int) -> tuple[list[int], list[bytes]]:
     """The ids and digests of the next block: unsealed entries above ``after``, oldest first."""
     # Read in binary: psycopg loads the three arrays per entry several times faster than
     # from their text, into the same values (tested against the text form the checks read).
-    cur = await conn.execute(_UNSEALED, (after, BLOCK_SIZE), binary=True)
+    cur = await conn.execute(
+        _UNSEALED, {"after": after, "span": BLOCK_SPAN, "size": BLOCK_SIZE}, binary=True
+    )
     return await _digests(cur)
 
 

@@ -3,6 +3,7 @@ operations, batch closes and reads the finance tests share."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,8 +15,11 @@ import psycopg
 from exchange.finance import batches, chain, reports
 from exchange.finance.checks import finance_violations
 from exchange.keys import Secrets, SigningKey
-from exchange.services import conversion, points
+from exchange.ledger import idempotency
+from exchange.services import clock, conversion, points
 from exchange.services.actors import FINANCE, Actor
+from exchange.services.points import post_earn, usable_currency
+from exchange.services.tx import Claim
 from tests.ledger.support import Hub
 
 FINANCE_ACTOR = Actor(FINANCE, subject="tests")
@@ -144,3 +148,29 @@ async def worked_example_batch1(fin: Finance) -> Scenario:
     s.entries["P converts 1200 APT to BPT"] = await fin.convert("APT", "BPT", 1200)
     s.entries["c awards P 123.45 BPT"] = await fin.earn("c", "BPT", 12345)
     return s
+
+
+async def paused_partner_earn(
+    fin: Finance, paused: asyncio.Event, resume: asyncio.Event, entry: list[int]
+) -> None:
+    """C awards 700 APT (C owes A 7.00) in a transaction that waits before committing."""
+    merchant = fin.hub.merchants["c"]
+    key = fin.key("paused")
+    digest = idempotency.fingerprint("earn", {"paused": key})
+    async with fin.pool.connection() as conn, conn.transaction():
+        assert await idempotency.claim(conn, merchant.initiator, key, "earn", digest) is None
+        now = clock.now()
+        currency = await usable_currency(conn, "APT", now, issuing=True)
+        entry.append(
+            await post_earn(
+                conn,
+                Claim(merchant.initiator, key, digest),
+                merchant_id=fin.hub.merchant_ids["c"],
+                member_id=fin.hub.member_ids[0],
+                currency=currency,
+                points=700,
+                now=now,
+            )
+        )
+        paused.set()
+        await resume.wait()

@@ -10,48 +10,25 @@ import pytest
 
 from exchange.domain.errors import Refusal
 from exchange.finance import batches
-from exchange.ledger import idempotency
 from exchange.services import clock
-from exchange.services.points import post_earn, usable_currency
-from exchange.services.tx import Claim
-from tests.finance.support import FINANCE_ACTOR, MINOR_UNIT, Finance, micro
+from tests.finance.support import (
+    FINANCE_ACTOR,
+    MINOR_UNIT,
+    Finance,
+    micro,
+    paused_partner_earn,
+)
 
 pytestmark = pytest.mark.anyio
 
 EX4 = "EX004"  # append-only row updated or deleted
 
 
-async def _paused_partner_earn(
-    fin: Finance, paused: asyncio.Event, resume: asyncio.Event, entry: list[int]
-) -> None:
-    """C awards 700 APT (C owes A 7.00) in a transaction that waits before committing."""
-    merchant = fin.hub.merchants["c"]
-    key = fin.key("paused")
-    digest = idempotency.fingerprint("earn", {"paused": key})
-    async with fin.pool.connection() as conn, conn.transaction():
-        assert await idempotency.claim(conn, merchant.initiator, key, "earn", digest) is None
-        now = clock.now()
-        currency = await usable_currency(conn, "APT", now, issuing=True)
-        entry.append(
-            await post_earn(
-                conn,
-                Claim(merchant.initiator, key, digest),
-                merchant_id=fin.hub.merchant_ids["c"],
-                member_id=fin.hub.member_ids[0],
-                currency=currency,
-                points=700,
-                now=now,
-            )
-        )
-        paused.set()
-        await resume.wait()
-
-
 async def test_an_entry_committed_after_the_close_falls_into_the_next_batch(fin: Finance) -> None:
     first = await fin.earn("c", "APT", 500)  # C owes A 5.00
     paused, resume = asyncio.Event(), asyncio.Event()
     late: list[int] = []
-    task = asyncio.create_task(_paused_partner_earn(fin, paused, resume, late))
+    task = asyncio.create_task(paused_partner_earn(fin, paused, resume, late))
     await asyncio.wait_for(paused.wait(), 10)
     second = await fin.earn("b", "APT", 200, member=1)  # a higher id, committed first
     assert late[0] < second

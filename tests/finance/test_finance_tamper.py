@@ -17,7 +17,7 @@ import pytest
 from exchange.finance import chain
 from exchange.finance.chain import entry_digest
 from exchange.services import expiry, reversal
-from tests.finance.support import Finance, worked_example_batch1
+from tests.finance.support import Finance, paused_partner_earn, worked_example_batch1
 
 pytestmark = pytest.mark.anyio
 
@@ -111,6 +111,71 @@ async def test_each_block_is_looked_for_above_the_last_one_sealed(
     assert looked == sorted(set(looked))
     assert await fin.hub.count("chain_entries") == await fin.hub.count("entries")
     assert fin.violations() == []
+
+
+async def _block_members(fin: Finance) -> list[list[int]]:
+    async with fin.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT array_agg(entry_id ORDER BY ord) FROM chain_entries"
+            " GROUP BY block_id ORDER BY block_id"
+        )
+        return [list(r[0]) for r in await cur.fetchall()]
+
+
+@pytest.mark.parametrize("reach", ["past", "short"])
+async def test_a_late_entry_seals_with_later_ones_within_the_block_span(
+    fin: Finance, monkeypatch: pytest.MonkeyPatch, reach: str
+) -> None:
+    """An entry that commits after higher ids were sealed starts the next block; the block
+    reaches over the sealed ids up to ``BLOCK_SPAN`` ids from it, and the postings and lots
+    of the sealed entries inside that range stay out of it."""
+    first = await fin.earn("a", "APT", 5)
+    paused, resume = asyncio.Event(), asyncio.Event()
+    late: list[int] = []
+    task = asyncio.create_task(paused_partner_earn(fin, paused, resume, late))
+    await asyncio.wait_for(paused.wait(), 10)
+    between = [await fin.earn("b", "BPT", 10 + j, member=j % 2) for j in range(4)]
+    assert (await fin.seal()).entries == 5
+    resume.set()
+    await asyncio.wait_for(task, 10)
+    after = [await fin.earn("c", "CPT", 20 + j) for j in range(3)]
+    assert late[0] < between[0] < between[-1] < after[0]
+
+    span = after[-1] - late[0] + 1 if reach == "past" else after[0] - late[0]
+    monkeypatch.setattr(chain, "BLOCK_SPAN", span)
+    sealed = await fin.seal()
+    assert sealed.entries == 4
+    expected = [[late[0], *after]] if reach == "past" else [[late[0]], after]
+    assert await _block_members(fin) == [[first, *between], *expected]
+    assert _chain_problems(fin) == []
+    assert fin.violations() == []
+
+
+async def test_the_block_query_reads_what_the_checks_read(fin: Finance) -> None:
+    """The sealer's block query aggregates postings, lot moves and lots over an id range;
+    its rows equal the per-entry subqueries' rows the chain check reads, for every kind of
+    entry, in binary and in text."""
+    s = await worked_example_batch1(fin)
+    await reversal.reverse(
+        fin.pool,
+        fin.hub.merchants["a"],
+        entry_id=s.entries["a earns P 1000 APT"],
+        points=100,
+        idempotency_key="rev-q",
+        reason="returned",
+    )
+    await expiry.sweep(fin.pool, now=datetime.now(UTC) + timedelta(days=3650))
+    canon = f"SELECT {chain.CANON_COLUMNS} FROM entries e ORDER BY e.id"
+    params = {"after": 0, "span": 10**9, "size": 10**6}
+    async with fin.pool.connection() as conn:
+        expected = await (await conn.execute(canon)).fetchall()
+        for binary in (True, False):
+            cur = await conn.execute(chain._UNSEALED, params, binary=binary)
+            assert [tuple(r) for r in await cur.fetchall()] == [tuple(r) for r in expected]
+    kinds = {row[1] for row in expected}
+    assert {"earn", "redeem", "convert", "reverse", "expire"} <= kinds, kinds
+    assert any(row[14] for row in expected), "no entry moved a lot"
+    assert any(len(row[13]) > 2 for row in expected), "no entry with more than two postings"
 
 
 async def test_concurrent_sealers_and_writers_seal_each_entry_once(fin: Finance) -> None:
