@@ -15,8 +15,10 @@ The work is done in a handful of statements whatever the number of items:
    overlapping keys wait for each other in one order, never in a cycle), and read the
    earlier outcome of the keys already taken (one ``SELECT``);
 2. the currencies (one ``SELECT``), the exposure of issuers with a limit;
-3. create the missing wallets (one statement, in ``(currency, member)`` order) and lock all
-   wallet rows in ascending account id (:func:`exchange.ledger.engine.lock_wallets`);
+3. find the wallets and lock their rows in ascending account id (one statement); when one
+   is missing, lock none there, create the missing ones (one statement, in ``(currency,
+   member)`` order) and lock all of them in ascending account id
+   (:func:`exchange.ledger.engine.lock_wallets`);
 4. insert the entries (one statement), then their postings sorted by ``(account, stripe)``:
    every balance row this transaction updates is taken in that global order, which a
    single earn (one stripe per account, ascending account id) also follows, so bulk and
@@ -31,7 +33,7 @@ must sum to zero at commit, wallets cannot go below zero.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -331,6 +333,58 @@ async def _earn_all(
     return out
 
 
+_FIND_AND_LOCK = """
+WITH w AS MATERIALIZED (
+  SELECT a.id, a.member_id, a.asset_id
+    FROM unnest(%(members)s::bigint[], %(assets)s::int[]) AS x(member_id, asset_id)
+    JOIN accounts a
+      ON a.kind = 'wallet' AND a.asset_id = x.asset_id AND a.member_id = x.member_id
+)
+SELECT w.id, w.member_id, w.asset_id, b.amount
+  FROM w JOIN balances b ON b.account_id = w.id AND b.stripe = 0
+ WHERE (SELECT count(*) FROM w) = %(n)s
+ ORDER BY w.id
+   FOR UPDATE OF b
+"""
+"""The wallets of ``(member, asset)`` pairs with their balances, locked in ascending id, when
+every one exists; no row (and no lock) when one is missing."""
+
+
+async def _locked_wallets(
+    conn: Conn, pairs: list[tuple[int, int]]
+) -> tuple[dict[tuple[int, int], int], dict[int, int]]:
+    """The wallets of ``(member, asset)`` pairs, created if missing, with their balance rows
+    locked in ascending account id: wallet ids by pair and balances by wallet id.
+
+    When every wallet exists (a member's first earn in a currency creates it), one
+    statement finds and locks them; otherwise nothing is locked yet, the missing ones are
+    created and all of them are locked in one pass, so the locks are always taken in
+    ascending id.
+    """
+    wanted = sorted(set(pairs))
+    cur = await conn.execute(
+        _FIND_AND_LOCK,
+        {
+            "members": _int_array(m for m, _ in wanted),
+            "assets": _int_array(a for _, a in wanted),
+            "n": len(wanted),
+        },
+    )
+    rows = await cur.fetchall()
+    if len(rows) == len(wanted):
+        return (
+            {(int(m), int(a)): int(i) for i, m, a, _ in rows},
+            {int(i): int(amount) for i, _, _, amount in rows},
+        )
+    wallet_of = await _wallets(conn, pairs)
+    return wallet_of, await engine.lock_wallets(conn, list(wallet_of.values()))
+
+
+def _int_array(values: Iterable[int]) -> str:
+    """An array literal of integers (cheaper to send than a list the driver adapts)."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 async def _wallets(conn: Conn, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
     """Create-or-find the wallets ``(member_id, currency_id)``; their account ids."""
     ordered = sorted(set(pairs), key=lambda p: (p[1], p[0]))
@@ -387,8 +441,9 @@ async def _post_all(
 ) -> dict[str, int]:
     """Write the entries of the accepted items; their entry ids by idempotency key."""
     # 3. wallets, created if missing and locked in ascending id
-    wallet_of = await _wallets(conn, [(c.item.member_id, cur.id) for c, cur, _ in accepted])
-    balances = await engine.lock_wallets(conn, list(wallet_of.values()))
+    wallet_of, balances = await _locked_wallets(
+        conn, [(c.item.member_id, cur.id) for c, cur, _ in accepted]
+    )
     partner = any(currency.issuer_id != merchant_id for _, currency, _ in accepted)
     asset_id = payer = 0
     if partner:

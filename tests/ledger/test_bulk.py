@@ -192,6 +192,44 @@ async def test_a_bulk_call_writes_what_one_by_one_earns_write(
     assert hub.verify() == []
 
 
+async def test_existing_wallets_are_found_and_locked_in_one_statement(
+    wide_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When every wallet of a call exists, one statement finds them and reads their locked
+    balances (a debt is repaid from it); one missing wallet sends the whole call the long
+    way: create it, then lock every wallet."""
+    hub = wide_hub
+    await make_debt(hub, 2, "debt")
+    for member in (0, 1):
+        await single(hub, "a", item(hub, member, "APT", 5, f"seed{member}"))
+    created: list[list[tuple[int, int]]] = []
+    create = bulk._wallets
+
+    async def creating(conn: Any, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+        created.append(pairs)
+        return await create(conn, pairs)
+
+    monkeypatch.setattr(bulk, "_wallets", creating)
+    existing = [
+        item(hub, 2, "APT", 30, "x1"),  # repays 30 of the 100 debt
+        item(hub, 0, "APT", 7, "x2"),
+        item(hub, 2, "APT", 100, "x3"),  # repays the other 70, keeps 30
+        item(hub, 1, "APT", 9, "x4"),
+    ]
+    assert all(r.ok for r in await earn_many(hub.pool, hub.merchants["a"], existing))
+    assert created == []
+    assert await hub.wallet(hub.member_ids[2], "APT") == 30
+    assert [r for _, r, _ in await hub.lots(hub.member_ids[2], "APT")] == [0, 0, 30]
+
+    mixed = [item(hub, 0, "APT", 1, "y1"), item(hub, 3, "APT", 2, "y2")]
+    assert all(r.ok for r in await earn_many(hub.pool, hub.merchants["a"], mixed))
+    assert len(created) == 1
+    assert await hub.wallet(hub.member_ids[0], "APT") == 13
+    assert await hub.wallet(hub.member_ids[3], "APT") == 2
+    assert set(totals(await hub.balances()).values()) == {0}
+    assert hub.verify() == []
+
+
 async def test_replays_per_item_and_across_single_and_bulk(hub: Hub) -> None:
     items = [item(hub, i % 3, "APT", 10 + i, f"k{i}") for i in range(20)]
     first = await earn_many(hub.pool, hub.merchants["a"], items)
