@@ -8,6 +8,7 @@ themselves, a timestamp, the order -- ``exchange verify`` names.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,6 @@ import psycopg
 import pytest
 
 from exchange.finance import chain
-from exchange.finance.chain import entry_digest
 from exchange.services import expiry, reversal
 from tests.finance.support import Finance, paused_partner_earn, worked_example_batch1
 
@@ -63,12 +63,14 @@ async def test_sealing_a_block_lets_other_tasks_run_between_slices(
             turns += 1
             await asyncio.sleep(0)
 
+    block_digest = chain.block_digest
+
     def digest(row: object) -> bytes:
         seen.append(turns)
-        return entry_digest(row)  # type: ignore[arg-type]
+        return block_digest(row)  # type: ignore[arg-type]
 
     monkeypatch.setattr(chain, "DIGEST_SLICE", 2)
-    monkeypatch.setattr(chain, "entry_digest", digest)
+    monkeypatch.setattr(chain, "block_digest", digest)
     task = asyncio.create_task(ticker())
     try:
         sealed = await fin.seal()
@@ -151,10 +153,10 @@ async def test_a_late_entry_seals_with_later_ones_within_the_block_span(
     assert fin.violations() == []
 
 
-async def test_the_block_query_reads_what_the_checks_read(fin: Finance) -> None:
-    """The sealer's block query aggregates postings, lot moves and lots over an id range;
-    its rows equal the per-entry subqueries' rows the chain check reads, for every kind of
-    entry, in binary and in text."""
+async def test_the_block_query_gives_the_digests_the_checks_compute(fin: Finance) -> None:
+    """The sealer's block query aggregates postings, lot moves and lots over an id range into
+    the JSON text of their arrays; its digests equal those the chain check computes from
+    the per-entry subqueries, for every kind of entry, read in binary and in text."""
     s = await worked_example_batch1(fin)
     await reversal.reverse(
         fin.pool,
@@ -165,17 +167,33 @@ async def test_the_block_query_reads_what_the_checks_read(fin: Finance) -> None:
         reason="returned",
     )
     await expiry.sweep(fin.pool, now=datetime.now(UTC) + timedelta(days=3650))
+    async with fin.pool.connection() as conn:
+        await conn.execute(
+            "UPDATE currencies SET expiry_kind = 'never', expiry_param = NULL WHERE code = 'BPT'"
+        )
+    await fin.earn("b", "BPT", 5)  # a lot that never expires: a null in its array
     canon = f"SELECT {chain.CANON_COLUMNS} FROM entries e ORDER BY e.id"
     params = {"after": 0, "span": 10**9, "size": 10**6}
     async with fin.pool.connection() as conn:
         expected = await (await conn.execute(canon)).fetchall()
         for binary in (True, False):
             cur = await conn.execute(chain._UNSEALED, params, binary=binary)
-            assert [tuple(r) for r in await cur.fetchall()] == [tuple(r) for r in expected]
+            rows = await cur.fetchall()
+            assert [r[: chain.ENTRY_WIDTH] for r in rows] == [
+                r[: chain.ENTRY_WIDTH] for r in expected
+            ]
+            assert [chain.block_digest(r) for r in rows] == [
+                chain.entry_digest(r) for r in expected
+            ]
+            for row, canon_row in zip(rows, expected, strict=True):
+                assert [json.loads(t) for t in row[chain.ENTRY_WIDTH :]] == [
+                    [list(x) for x in a] for a in canon_row[chain.ENTRY_WIDTH :]
+                ]
     kinds = {row[1] for row in expected}
     assert {"earn", "redeem", "convert", "reverse", "expire"} <= kinds, kinds
     assert any(row[14] for row in expected), "no entry moved a lot"
     assert any(len(row[13]) > 2 for row in expected), "no entry with more than two postings"
+    assert any(lot[4] is None for row in expected for lot in row[15]), "no lot without expiry"
 
 
 async def test_concurrent_sealers_and_writers_seal_each_entry_once(fin: Finance) -> None:
