@@ -33,7 +33,7 @@ must sum to zero at commit, wallets cannot go below zero.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,7 +66,9 @@ _json = compact()
 """Rows for one statement as one JSON document.
 
 PostgreSQL unpacks it with ``jsonb_array_elements`` in C; one JSON text is much cheaper
-than having the driver adapt a dozen Python lists of a thousand elements."""
+than having the driver adapt a dozen Python lists of a thousand elements. Columns of
+integers only (postings, lots, wallets) go as array literals (:func:`_int_array`), which
+PostgreSQL reads in less than half the time of the same rows in JSON."""
 
 
 @dataclass(frozen=True)
@@ -365,8 +367,8 @@ async def _locked_wallets(
     cur = await conn.execute(
         _FIND_AND_LOCK,
         {
-            "members": _int_array(m for m, _ in wanted),
-            "assets": _int_array(a for _, a in wanted),
+            "members": _int_array([m for m, _ in wanted]),
+            "assets": _int_array([a for _, a in wanted]),
             "n": len(wanted),
         },
     )
@@ -380,9 +382,11 @@ async def _locked_wallets(
     return wallet_of, await engine.lock_wallets(conn, list(wallet_of.values()))
 
 
-def _int_array(values: Iterable[int]) -> str:
-    """An array literal of integers (cheaper to send than a list the driver adapts)."""
-    return "{" + ",".join(map(str, values)) + "}"
+def _int_array(values: Sequence[int]) -> str:
+    """An array literal of integers: cheaper to send than a list the driver adapts element by
+    element, and for PostgreSQL to read than JSON. The JSON encoder writes integers faster
+    than ``str`` does, and the same way."""
+    return "{" + _json(values)[1:-1] + "}"
 
 
 async def _wallets(conn: Conn, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
@@ -522,35 +526,30 @@ async def _post_all(
             stripe = entry_id % stripes[leg.account_id]
             rows.append((leg.account_id, stripe, entry_id, seq, leg.asset_id, leg.amount))
     rows.sort()
+    accounts, _, entries, seqs, assets, amounts = zip(*rows, strict=True)
     await conn.execute(
         "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount)"
-        " SELECT (x.e->>2)::bigint, (x.e->>3)::smallint, (x.e->>0)::bigint, (x.e->>4)::int,"
-        "        (x.e->>5)::bigint"
-        "   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
-        "  ORDER BY x.ord",
-        (_json(rows),),
+        " SELECT t.entry_id, t.seq, t.account_id, t.asset_id, t.amount"
+        "   FROM unnest(%s::bigint[], %s::smallint[], %s::bigint[], %s::int[], %s::bigint[])"
+        "        WITH ORDINALITY AS t(entry_id, seq, account_id, asset_id, amount, ord)"
+        "  ORDER BY t.ord",
+        tuple(map(_int_array, (entries, seqs, accounts, assets, amounts))),
     )
 
+    ends = {e: "NULL" if e is None else f'"{e.isoformat()}"' for *_, e in drafts}
     cur = await conn.execute(
         "INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)"
-        " SELECT (x.e->>0)::bigint, (x.e->>1)::bigint, (x.e->>2)::bigint, (x.e->>2)::bigint,"
-        "        %s, (x.e->>3)::timestamptz"
-        "   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
-        "  ORDER BY x.ord"
+        " SELECT t.wallet_id, t.entry_id, t.points, t.points, %s, t.expires_at"
+        "   FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[])"
+        "        WITH ORDINALITY AS t(wallet_id, entry_id, points, expires_at, ord)"
+        "  ORDER BY t.ord"
         " RETURNING id, entry_id",
         (
             now,
-            _json(
-                [
-                    [
-                        wallet_id,
-                        entry_of[c.item.idempotency_key],
-                        c.item.points,
-                        None if expires is None else expires.isoformat(),
-                    ]
-                    for c, _, wallet_id, _, expires in drafts
-                ]
-            ),
+            _int_array([wallet_id for _, _, wallet_id, _, _ in drafts]),
+            _int_array([entry_of[c.item.idempotency_key] for c, *_ in drafts]),
+            _int_array([c.item.points for c, *_ in drafts]),
+            "{" + ",".join(ends[e] for *_, e in drafts) + "}",
         ),
     )
     lot_of = {int(entry_id): int(lot_id) for lot_id, entry_id in await cur.fetchall()}

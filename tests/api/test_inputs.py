@@ -85,3 +85,53 @@ def test_a_planned_builder_builds_what_strawberry_builds(
     plain = _convert(value, definition, planned=False)
     assert type(planned) is definition.origin
     assert planned == plain, name
+
+
+def _with_input_lists() -> list[tuple[str, Any, StrawberryObjectDefinition]]:
+    """Input types with a field holding a list of input objects."""
+    out = []
+    for name, gql, d in _inputs():
+        for f in gql.fields.values():
+            t = f.type.of_type if isinstance(f.type, GraphQLNonNull) else f.type
+            if isinstance(t, GraphQLList) and isinstance(
+                getattr(t.of_type, "of_type", t.of_type), GraphQLInputObjectType
+            ):
+                out.append((name, gql, d))
+                break
+    return out
+
+
+def test_the_schema_has_lists_of_input_objects() -> None:
+    assert "AwardPointsBatchInput" in [n for n, _, _ in _with_input_lists()]
+
+
+@pytest.mark.parametrize(
+    ("name", "gql", "definition"), _with_input_lists(), ids=[n for n, _, _ in _with_input_lists()]
+)
+def test_list_items_are_built_with_the_locations_strawberry_gives_them(
+    name: str,
+    gql: GraphQLInputObjectType,
+    definition: StrawberryObjectDefinition,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A list of input objects is built item by item by the items' own builders, each given
+    the location (``path``) Strawberry's conversion gives it."""
+    seen: list[tuple[str, tuple[str | int, ...]]] = []
+    for _, _, d in _inputs():
+        build = d.from_input
+        assert build is not None
+
+        def recording(cls: type, value: Any, context: Any, build: Any = build) -> Any:
+            seen.append((cls.__name__, context.path))
+            return build(cls, value, context)
+
+        monkeypatch.setattr(d, "from_input", recording)
+    value = coerce_input_value(_raw(gql, full=True), gql)
+    seen.clear()
+    planned = _convert(value, definition, planned=True)
+    by_plan = list(seen)
+    seen.clear()
+    plain = _convert(value, definition, planned=False)
+    assert planned == plain, name
+    assert [s for s in by_plan if s[1]] == seen
+    assert any(isinstance(path[-1], int) for _, path in seen), seen
