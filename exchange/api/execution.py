@@ -32,7 +32,7 @@ is done.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -42,6 +42,7 @@ from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLResolveInfo,
     GraphQLResolveInfoHelpers,
     Undefined,
     is_leaf_type,
@@ -177,6 +178,58 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         if self.is_awaitable(others):
             return _ordered_later(plan.order, done, others)
         return _ordered(plan.order, done, cast("dict[str, Any]", others))
+
+    def complete_iterable_value(
+        self,
+        item_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo[Any],
+        path: Path,
+        items: Iterable[Any],
+        position_context: Any,
+    ) -> Any:
+        completed = self._plain_objects(item_type, field_details_list, path, items)
+        if completed is not None:
+            return completed
+        return super().complete_iterable_value(
+            item_type, field_details_list, info, path, items, position_context
+        )
+
+    def _plain_objects(
+        self,
+        item_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        items: Iterable[Any],
+    ) -> list[dict[str, Any]] | None:
+        """A list of objects whose selected fields are all plain, completed directly; None
+        when any item needs graphql-core (which then completes the whole list)."""
+        if not self._lean or type(items) is not list:
+            return None
+        kind = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        if not isinstance(kind, GraphQLObjectType) or kind.is_type_of is not None:
+            return None
+        if self.get_stream_usage(field_details_list, path) is not None:
+            return None
+        grouped, deferred, _ = self.collect_subfields(kind, field_details_list)
+        if deferred:
+            return None
+        plan = self._plan(kind, grouped)
+        if plan.rest:
+            return None
+        out: list[dict[str, Any]] = []
+        for item in items:
+            if item is None:
+                return None
+            done: dict[str, Any] = {}
+            for f in plan.plain:
+                value = _read(f, item)
+                if value is _MISS:
+                    return None
+                done[f.name] = value
+            out.append(done)
+        self.plain_reads += len(out) * len(plan.plain)
+        return out
 
 
 def _read(f: _Plain, source: Any) -> Any:

@@ -198,6 +198,37 @@ async def test_plain_fields_are_read_directly_and_the_rest_is_not() -> None:
     assert Counting.last.plain_reads == 7
 
 
+async def test_a_list_of_plain_objects_is_completed_without_graphql_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Objects in a list whose selected fields are all plain are completed directly; one
+    item that needs graphql-core (here a null in a non-null field) sends it the whole list,
+    with the error at the same path as without the shortcut."""
+    completed: list[Any] = []
+    complete = LeanExecution.complete_object_value
+
+    def counting(self: LeanExecution, *args: Any, **kwargs: Any) -> Any:
+        completed.append(args[-2])
+        return complete(self, *args, **kwargs)
+
+    monkeypatch.setattr(LeanExecution, "complete_object_value", counting)
+    LEAVES[:] = [Leaf(name=n, count=i, tags=[]) for i, n in enumerate("abc")]
+    query = "{ leaves { name n: count tags colour } }"
+    lean = await LEAN.execute(query)
+    assert lean.errors is None
+    assert lean.data == (await STOCK.execute(query)).data
+    assert completed == []
+    assert Counting.last is not None
+    assert Counting.last.plain_reads == 3 * 4
+
+    object.__setattr__(LEAVES[1], "name", None)
+    lean = await LEAN.execute(query)
+    assert _shape(lean) == _shape(await STOCK.execute(query))
+    assert lean.errors is not None
+    assert lean.errors[0].path == ["leaves", 1, "name"]
+    assert completed == LEAVES[:2]  # graphql-core's own completion, up to the error
+
+
 def test_the_hub_serves_with_lean_execution() -> None:
     assert hub_schema.execution_context_class is LeanExecution
 
