@@ -258,8 +258,8 @@ async def _digests(cur: Any) -> tuple[list[int], list[bytes]]:
 
 async def next_block(conn: Conn, after: int) -> tuple[list[int], list[bytes]]:
     """The ids and digests of the next block: unsealed entries above ``after``, oldest first."""
-    # Read in binary: psycopg loads the three arrays per entry several times faster than
-    # from their text, into the same values (tested against the text form the checks read).
+    # Read in binary: its integers load without parsing text;
+    # a test holds the binary and the text reads to the digests the checks compute.
     cur = await conn.execute(
         _UNSEALED, {"after": after, "span": BLOCK_SPAN, "size": BLOCK_SIZE}, binary=True
     )
