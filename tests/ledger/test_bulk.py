@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from exchange.domain.errors import Forbidden, Refusal
-from exchange.services import bulk, clock, points, reversal
+from exchange.services import bulk, clock, members, points, reversal
 from exchange.services.bulk import EarnItem, EarnResult, earn_many
 from exchange.services.tx import RETRIES
 from tests.ledger.support import Hub, build_hub, totals
@@ -540,8 +540,14 @@ async def test_the_award_points_batch_mutation(hub: Hub) -> None:
         details={"reason": "welcome"},
     )
     assert outcome.replayed
+    # A reference beyond ASCII, with quotes and a backslash, finds its member.
+    odd = 'Zoë "客户" \\ 7'
+    linked, _ = await members.link_member(hub.pool, hub.merchants["a"], odd)
+    both = await call("a", [award(odd, "APT", "3", "u1"), award("cust-1", "APT", "2", "u2")])
+    assert [r["userErrors"] for r in both["results"]] == [[], []]
+    assert await hub.wallet(linked, "APT") == 3
     too_many = await call("a", [award("cust-0", "APT", "1", f"m{i}") for i in range(1001)])
     assert too_many["results"] == []
     assert [e["code"] for e in too_many["userErrors"]] == ["INVALID_INPUT"]
-    assert await hub.count("entries") == 2
+    assert await hub.count("entries") == 4
     assert hub.verify() == []

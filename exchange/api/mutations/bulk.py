@@ -23,6 +23,7 @@ from exchange.api.loaders import CurrencyRow, fetch_all
 from exchange.api.mutations.common import check_code, check_text, parse_points
 from exchange.api.scalars import points_value
 from exchange.domain import errors
+from exchange.domain.canonical import compact
 from exchange.domain.errors import NotFound, Refusal
 from exchange.services.actors import MERCHANT
 from exchange.services.bulk import MAX_ITEMS, EarnItem, earn_many
@@ -31,6 +32,7 @@ from exchange.services.members import check_ref
 F = TypeVar("F", bound=Callable[..., Any])
 
 MAX_REASON = 500
+_json = compact()
 IDEMPOTENCY_KEY_DESCRIPTION = (
     "1–128 of A–Z a–z 0–9 . _ : -; a retry with the same key replays the first result."
 )
@@ -74,11 +76,14 @@ class AwardPointsBatchPayload:
 
 
 async def _members(info: Info, merchant_id: int, refs: list[str]) -> dict[str, int]:
+    # The references go as one JSON document: the driver adapts a list of a thousand
+    # strings one by one in Python (1.5 ms against 0.2 ms), for the same plan.
     rows = await fetch_all(
         info.context.pool,
         "SELECT customer_ref, member_id FROM member_links"
-        " WHERE merchant_id = %s AND customer_ref = ANY(%s)",
-        (merchant_id, refs),
+        " WHERE merchant_id = %s"
+        "   AND customer_ref = ANY(ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)))",
+        (merchant_id, _json(refs)),
     )
     return {str(r[0]): int(r[1]) for r in rows}
 
