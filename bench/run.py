@@ -65,19 +65,19 @@ class Profile:
 QUICK = Profile(
     name="quick",
     pgbench_scale=10,
-    pgbench_s=8,
+    pgbench_s=6,
     pgbench_prepared=False,
     members=2000,
     tokens=200,
     warmup_s=1.0,
-    duration_s=4.0,
+    duration_s=3.5,
     connections=32,
     batch_connections=4,
     batch_size=1000,
     small_postings=10_000,
     large_postings=100_000,
     history_connections=8,
-    history_s=2.0,
+    history_s=1.5,
     verify=True,
 )
 FULL = Profile(
