@@ -455,8 +455,9 @@ async def _post_all(
         payer = await settlement_account(conn, merchant_id)
 
     # 4. entries, postings (in (account, stripe) order), lots and lot moves
-    drafts: list[tuple[_Item, list[Leg], int, int, datetime | None]] = []
-    expiry: dict[int, datetime | None] = {}
+    drafts: list[tuple[_Item, list[Leg], int, int, str]] = []
+    # Each currency's expiry of a lot earned now, as an element of an array literal.
+    expiry: dict[int, str] = {}
     for c, currency, v in accepted:
         wallet_id = wallet_of[(c.item.member_id, currency.id)]
         n = c.item.points
@@ -470,7 +471,8 @@ async def _post_all(
         if bad or not legs:
             raise UnbalancedEntry(f"earn entry does not balance: {bad}")
         if currency.id not in expiry:
-            expiry[currency.id] = currency.expiry.expires_at(now)
+            ends = currency.expiry.expires_at(now)
+            expiry[currency.id] = "NULL" if ends is None else f'"{ends.isoformat()}"'
         drafts.append((c, legs, wallet_id, repay, expiry[currency.id]))
 
     # Each entry's rates and details, built by PostgreSQL: the rate of each currency goes
@@ -536,7 +538,6 @@ async def _post_all(
         tuple(map(_int_array, (entries, seqs, accounts, assets, amounts))),
     )
 
-    ends = {e: "NULL" if e is None else f'"{e.isoformat()}"' for *_, e in drafts}
     cur = await conn.execute(
         "INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)"
         " SELECT t.wallet_id, t.entry_id, t.points, t.points, %s, t.expires_at"
@@ -549,7 +550,7 @@ async def _post_all(
             _int_array([wallet_id for _, _, wallet_id, _, _ in drafts]),
             _int_array([entry_of[c.item.idempotency_key] for c, *_ in drafts]),
             _int_array([c.item.points for c, *_ in drafts]),
-            "{" + ",".join(ends[e] for *_, e in drafts) + "}",
+            "{" + ",".join(ends for *_, ends in drafts) + "}",
         ),
     )
     lot_of = {int(entry_id): int(lot_id) for lot_id, entry_id in await cur.fetchall()}
