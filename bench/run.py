@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from bench import history, pg, procs, scenarios, seed
+from bench import history, pg, procs, scenarios, seed, speed
 from bench.load import event_loop_runner
 from bench.pg import BenchError, Server
 from exchange.config import Settings
@@ -48,6 +48,8 @@ class Profile:
     pgbench_scale: int
     pgbench_s: int
     pgbench_prepared: bool
+    pgbench_again: bool
+    """Run pgbench (``-M simple``) again after the main scenarios, to show the machine's drift."""
     members: int
     tokens: int
     warmup_s: float
@@ -67,6 +69,7 @@ QUICK = Profile(
     pgbench_scale=10,
     pgbench_s=6,
     pgbench_prepared=False,
+    pgbench_again=False,
     members=2000,
     tokens=200,
     warmup_s=1.0,
@@ -85,6 +88,7 @@ FULL = Profile(
     pgbench_scale=10,
     pgbench_s=20,
     pgbench_prepared=True,
+    pgbench_again=True,
     members=10_000,
     tokens=1000,
     warmup_s=3.0,
@@ -160,10 +164,13 @@ def run(options: Options) -> int:
                     " never cleaned up during the run"
                 )
             results["pgbench"] = _baseline(server, p, workdir)
+            speed.start()
             secrets_dir = workdir / "data"
             secrets = load_or_create_secrets(secrets_dir)
             settings = Settings(data_dir=secrets_dir)
             outcomes.update(_main_scenarios(server, p, duration, secrets, settings, workdir, loop))
+            if p.pgbench_again:
+                results["pgbench"]["again"] = _pgbench_again(server, p, workdir, results["pgbench"])
             hist = _history(server, p, large, options, secrets, settings, workdir, loop)
             results["history"] = hist
     finally:
@@ -217,6 +224,41 @@ def _baseline(server: Server, p: Profile, workdir: Path) -> dict[str, Any]:
         "baseline_protocol": "simple",
         "tps": out["simple"]["tps"],
         **out,
+    }
+
+
+def _pgbench_again(
+    server: Server, p: Profile, workdir: Path, first: dict[str, Any]
+) -> dict[str, Any]:
+    """pgbench once more, as at the start (``-M simple``), after the main scenarios.
+
+    The ratios still divide by the first run; this one shows how far the machine's speed
+    for PostgreSQL moved during the main scenarios (``relative``: this run's tps over the
+    first's), beside the ``python_speed`` each scenario reports."""
+    name, init_s = pg.pgbench_init(server, p.pgbench_scale)
+    r = pg.pgbench_run(
+        server,
+        name,
+        scale=p.pgbench_scale,
+        clients=16,
+        threads=2,
+        duration_s=p.pgbench_s,
+        protocol="simple",
+        init_s=init_s,
+        workdir=workdir,
+    )
+    server.drop(name)
+    relative = _ratio(r.tps, float(first["tps"]))
+    say(
+        f"pgbench again after the main scenarios: -M simple {r.tps:9.1f} tps"
+        f"  p50 {r.p50_ms:5.1f} ms  p99 {r.p99_ms:5.1f} ms  ({relative:.2f}× the first run;"
+        f" python {speed.relative():.2f}×)"
+    )
+    return {
+        "tps": round(r.tps, 1),
+        "p50_ms": round(r.p50_ms, 2),
+        "p99_ms": round(r.p99_ms, 2),
+        "relative": relative,
     }
 
 
@@ -510,11 +552,16 @@ def _report(r: dict[str, Any]) -> None:
         op, target = r["targets"][key]["op"], r["targets"][key]["target"]
         status = "met" if r["targets_met"][key] else "MISSED"
         say(f"  {key:<24}{r[key]:>8}  {op} {target:<5} {status:<6} {what}")
-    say(f"  {'scenario':<24}{'rate':>10}  {'unit':<8}{'p50 ms':>8}{'p99 ms':>8}  conn")
+    if "again" in pgb:
+        say(
+            f"  pgbench again after the main scenarios: {pgb['again']['tps']:.1f} tps"
+            f" ({pgb['again']['relative']}× the first; the ratios divide by the first)"
+        )
+    say(f"  {'scenario':<24}{'rate':>10}  {'unit':<8}{'p50 ms':>8}{'p99 ms':>8}  conn  python")
     for name, s in r["scenarios"].items():
         say(
             f"  {name:<24}{s['rate']:>10}  {s['unit']:<8}{s['p50_ms']:>8}{s['p99_ms']:>8}"
-            f"  {s['connections']}"
+            f"  {s['connections']:>4}  {s.get('python_speed', 0.0):.2f}×"
         )
     hist = r["history"]
     for label in ("small", "large"):

@@ -210,6 +210,68 @@ async def test_a_wallet_cannot_go_negative_outside_a_reversal(hub: Hub) -> None:
     assert await hub.wallet(hub.member_ids[0], "APT") == 100
 
 
+async def test_in_one_statement_only_a_reversal_may_take_a_wallet_below_zero(hub: Hub) -> None:
+    """A statement with reversals and other entries: a wallet debited by a reversal alone
+    may end below zero, one debited by anything else (even beside a reversal) may not."""
+    earned = await _earn(hub)
+    await hub.earn("a", 1, "APT", 100, "e-other")
+    _, outstanding, asset = _accounts(hub.url)
+    with psycopg.connect(hub.url) as conn:
+        first, second = (
+            int(r[0])
+            for r in conn.execute(
+                "SELECT id FROM accounts WHERE kind = 'wallet' AND asset_id = %s"
+                " AND member_id = ANY(%s) ORDER BY member_id",
+                (asset, hub.member_ids[:2]),
+            ).fetchall()
+        )
+
+    def statement(debits: list[tuple[str, int, int]]) -> list[tuple[str, tuple[object, ...]]]:
+        """One entry per debit (kind, wallet, points), each crediting the outstanding
+        account; the postings of all of them in one statement."""
+        out: list[tuple[str, tuple[object, ...]]] = []
+        values: list[str] = []
+        params: list[object] = []
+        for n, (kind, wallet, amount) in enumerate(debits):
+            reverses = earned if kind == "reverse" else None
+            out.append(
+                (
+                    "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint,"
+                    " effective_at, reverses_entry_id) VALUES (%s, 'raw', %s, '\\x00', now(), %s)",
+                    (kind, f"mixed-{n}-{kind}-{wallet}-{amount}", reverses),
+                )
+            )
+            values.append(
+                "((SELECT id FROM entries WHERE idempotency_key = %s), 1, %s, %s, %s),"
+                " ((SELECT id FROM entries WHERE idempotency_key = %s), 2, %s, %s, %s)"
+            )
+            key = f"mixed-{n}-{kind}-{wallet}-{amount}"
+            params += [key, wallet, asset, -amount, key, outstanding, asset, amount]
+        out.append(
+            (
+                "INSERT INTO postings (entry_id, seq, account_id, asset_id, amount) VALUES "
+                + ", ".join(values),
+                tuple(params),
+            )
+        )
+        return out
+
+    # Each wallet holds 100. A redemption beside a reversal that overdraws its own wallet.
+    before = await hub.balances()
+    for debits in (
+        [("reverse", first, 150), ("redeem", second, 101)],
+        [("reverse", second, 5), ("redeem", second, 96)],
+    ):
+        _refused(hub.url, statement(debits), "EX001")
+    assert await hub.balances() == before
+    with psycopg.connect(hub.url) as conn:
+        for sql, params in statement([("reverse", first, 150), ("redeem", second, 100)]):
+            conn.execute(sql, params)
+        conn.commit()
+    assert await hub.wallet(hub.member_ids[0], "APT") == -50
+    assert await hub.wallet(hub.member_ids[1], "APT") == 0
+
+
 async def test_a_posting_in_the_wrong_asset_is_refused(hub: Hub) -> None:
     await _earn(hub)
     wallet, outstanding, asset = _accounts(hub.url)
