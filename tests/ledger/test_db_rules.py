@@ -233,19 +233,19 @@ async def test_in_one_statement_only_a_reversal_may_take_a_wallet_below_zero(hub
         values: list[str] = []
         params: list[object] = []
         for n, (kind, wallet, amount) in enumerate(debits):
+            key = f"mixed-{n}-{kind}-{wallet}-{amount}"
             reverses = earned if kind == "reverse" else None
             out.append(
                 (
                     "INSERT INTO entries (kind, initiator, idempotency_key, fingerprint,"
                     " effective_at, reverses_entry_id) VALUES (%s, 'raw', %s, '\\x00', now(), %s)",
-                    (kind, f"mixed-{n}-{kind}-{wallet}-{amount}", reverses),
+                    (kind, key, reverses),
                 )
             )
             values.append(
                 "((SELECT id FROM entries WHERE idempotency_key = %s), 1, %s, %s, %s),"
                 " ((SELECT id FROM entries WHERE idempotency_key = %s), 2, %s, %s, %s)"
             )
-            key = f"mixed-{n}-{kind}-{wallet}-{amount}"
             params += [key, wallet, asset, -amount, key, outstanding, asset, amount]
         out.append(
             (
@@ -256,7 +256,9 @@ async def test_in_one_statement_only_a_reversal_may_take_a_wallet_below_zero(hub
         )
         return out
 
-    # Each wallet holds 100. A redemption beside a reversal that overdraws its own wallet.
+    # Each wallet holds 100. Refused: a redemption that overdraws its wallet beside a
+    # reversal that overdraws another, and a reversal and a redemption that together
+    # overdraw one wallet. Accepted: the reversal's overdraft alone.
     before = await hub.balances()
     for debits in (
         [("reverse", first, 150), ("redeem", second, 101)],
