@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from bench import history, pg, procs, scenarios, seed, speed
+from bench import history, pg, procs, scenarios, seed
 from bench.load import event_loop_runner
 from bench.pg import BenchError, Server
 from exchange.config import Settings
@@ -164,7 +164,6 @@ def run(options: Options) -> int:
                     " never cleaned up during the run"
                 )
             results["pgbench"] = _baseline(server, p, workdir)
-            speed.start()
             secrets_dir = workdir / "data"
             secrets = load_or_create_secrets(secrets_dir)
             settings = Settings(data_dir=secrets_dir)
@@ -232,9 +231,8 @@ def _pgbench_again(
 ) -> dict[str, Any]:
     """pgbench once more, as at the start (``-M simple``), after the main scenarios.
 
-    The ratios still divide by the first run; this one shows how far the machine's speed
-    for PostgreSQL moved during the main scenarios (``relative``: this run's tps over the
-    first's), beside the ``python_speed`` each scenario reports."""
+    The ratios still divide by the first run; this one shows how far the baseline moved
+    during the main scenarios (``relative``: this run's tps over the first's)."""
     name, init_s = pg.pgbench_init(server, p.pgbench_scale)
     r = pg.pgbench_run(
         server,
@@ -251,8 +249,7 @@ def _pgbench_again(
     relative = _ratio(r.tps, float(first["tps"]))
     say(
         f"pgbench again after the main scenarios: -M simple {r.tps:9.1f} tps"
-        f"  p50 {r.p50_ms:5.1f} ms  p99 {r.p99_ms:5.1f} ms  ({relative:.2f}× the first run;"
-        f" python {speed.relative():.2f}×)"
+        f"  p50 {r.p50_ms:5.1f} ms  p99 {r.p99_ms:5.1f} ms  ({relative:.2f}× the first run)"
     )
     return {
         "tps": round(r.tps, 1),
@@ -557,11 +554,11 @@ def _report(r: dict[str, Any]) -> None:
             f"  pgbench again after the main scenarios: {pgb['again']['tps']:.1f} tps"
             f" ({pgb['again']['relative']}× the first; the ratios divide by the first)"
         )
-    say(f"  {'scenario':<24}{'rate':>10}  {'unit':<8}{'p50 ms':>8}{'p99 ms':>8}  conn  python")
+    say(f"  {'scenario':<24}{'rate':>10}  {'unit':<8}{'p50 ms':>8}{'p99 ms':>8}  conn")
     for name, s in r["scenarios"].items():
         say(
             f"  {name:<24}{s['rate']:>10}  {s['unit']:<8}{s['p50_ms']:>8}{s['p99_ms']:>8}"
-            f"  {s['connections']:>4}  {s.get('python_speed', 0.0):.2f}×"
+            f"  {s['connections']}"
         )
     hist = r["history"]
     for label in ("small", "large"):

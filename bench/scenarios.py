@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import checks, procs, seed, speed
+from bench import checks, procs, seed
 from bench.load import LoadResult, post_request, run_load
 from bench.pg import BenchError
 from bench.seed import BATCH_MERCHANTS, Alliance, currency_code, customer_ref
@@ -91,9 +91,6 @@ def combined(name: str, rounds: list[Outcome]) -> Outcome:
         unit=rounds[0].unit,
         extra={
             "autovacuum_runs": sum(int(r.extra.get("autovacuum_runs", 0)) for r in rounds),
-            "python_speed": round(
-                sum(float(r.extra.get("python_speed", 0.0)) for r in rounds) / n, 3
-            ),
             "rounds": [r.as_json() for r in rounds],
         },
     )
@@ -236,7 +233,6 @@ class Runner:
         bound.
         """
         mark = checks.mark(self.url) if writes is not None else None
-        python_speed = speed.relative()
         cleaned = checks.cleanups(self.url)
         before = procs.cpu_snapshot(self.hub.pid, self.pg_pid)
         started = time.perf_counter()
@@ -283,17 +279,13 @@ class Runner:
             cpu=procs.cpu_delta(before, after, elapsed),
             client_cpu=result.client_cpu_share,
             unit=unit,
-            extra={
-                "connections_per_worker": result.spread,
-                "autovacuum_runs": cleaned,
-                "python_speed": python_speed,
-            },
+            extra={"connections_per_worker": result.spread, "autovacuum_runs": cleaned},
         )
         self.say(
             f"  {name:<22} {outcome.rate:>9.1f} {unit:<9} p50 {outcome.p50_ms:6.1f} ms"
             f"  p99 {outcome.p99_ms:6.1f} ms  ({connections} conn"
             f" {'+'.join(map(str, result.spread)) or '?'}, {result.requests} req,"
-            f" cores {_cores(outcome.cpu)}, autovacuum {cleaned}, python {python_speed:.2f}×)"
+            f" cores {_cores(outcome.cpu)}, autovacuum {cleaned})"
         )
         return outcome
 
