@@ -184,13 +184,14 @@ def run(options: Options) -> int:
     return 0
 
 
-def _baseline(server: Server, p: Profile, workdir: Path) -> dict[str, Any]:
-    say(f"pgbench: TPC-B-like, scale {p.pgbench_scale}, 16 clients, -j 2, {p.pgbench_s} s")
+def _pgbench(
+    server: Server, p: Profile, workdir: Path, protocols: list[str]
+) -> tuple[dict[str, pg.PgbenchResult], float]:
+    """pgbench on a fresh database at the profile's scale, once per protocol; and the
+    seconds its initialisation took."""
     name, init_s = pg.pgbench_init(server, p.pgbench_scale)
-    out: dict[str, Any] = {}
-    protocols = ["simple", "prepared"] if p.pgbench_prepared else ["simple"]
-    for protocol in protocols:
-        r = pg.pgbench_run(
+    runs = {
+        protocol: pg.pgbench_run(
             server,
             name,
             scale=p.pgbench_scale,
@@ -201,6 +202,19 @@ def _baseline(server: Server, p: Profile, workdir: Path) -> dict[str, Any]:
             init_s=init_s,
             workdir=workdir,
         )
+        for protocol in protocols
+    }
+    server.drop(name)
+    return runs, init_s
+
+
+def _baseline(server: Server, p: Profile, workdir: Path) -> dict[str, Any]:
+    say(f"pgbench: TPC-B-like, scale {p.pgbench_scale}, 16 clients, -j 2, {p.pgbench_s} s")
+    runs, init_s = _pgbench(
+        server, p, workdir, ["simple", "prepared"] if p.pgbench_prepared else ["simple"]
+    )
+    out: dict[str, Any] = {}
+    for protocol, r in runs.items():
         say(
             f"  -M {protocol:<8} {r.tps:9.1f} tps  p50 {r.p50_ms:5.1f} ms  p99 {r.p99_ms:5.1f} ms"
             f"  (init {init_s:.1f} s)"
@@ -213,7 +227,6 @@ def _baseline(server: Server, p: Profile, workdir: Path) -> dict[str, Any]:
             "p99_ms": round(r.p99_ms, 2),
             "failed": r.failed,
         }
-    server.drop(name)
     return {
         "scale": p.pgbench_scale,
         "clients": 16,
@@ -233,19 +246,7 @@ def _pgbench_again(
 
     The ratios still divide by the first run; this one shows how far the baseline moved
     during the main scenarios (``relative``: this run's tps over the first's)."""
-    name, init_s = pg.pgbench_init(server, p.pgbench_scale)
-    r = pg.pgbench_run(
-        server,
-        name,
-        scale=p.pgbench_scale,
-        clients=16,
-        threads=2,
-        duration_s=p.pgbench_s,
-        protocol="simple",
-        init_s=init_s,
-        workdir=workdir,
-    )
-    server.drop(name)
+    r = _pgbench(server, p, workdir, ["simple"])[0]["simple"]
     relative = _ratio(r.tps, float(first["tps"]))
     say(
         f"pgbench again after the main scenarios: -M simple {r.tps:9.1f} tps"
