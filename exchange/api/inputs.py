@@ -102,12 +102,11 @@ def builder(
         for s in slots:
             if s.graphql_name in value:
                 v = value[s.graphql_name]
-                if s.as_parsed or v is None:
-                    pass
-                elif s.items is not None and s.items[1].from_input is not None:
-                    v = _build_items(v, s.items, context, s.graphql_name)
-                else:
-                    v = context.convert(v, s.type_, s.graphql_name)
+                if not (s.as_parsed or v is None):
+                    if s.items is not None and s.items[1].from_input is not None:
+                        v = _build_items(v, s.items, context, s.graphql_name)
+                    else:
+                        v = context.convert(v, s.type_, s.graphql_name)
                 kwargs[s.python_name] = v
         return cls(**kwargs)
 
