@@ -11,14 +11,20 @@ response's cost.
 - Strawberry marked its resolver as the plain attribute read (a field with no resolver, no
   extensions, no permission classes: Strawberry's ``_get_basic_result``), and the field
   takes no arguments and no middleware wraps resolvers (an extension's ``resolve`` hook);
-- and the value is ``None`` on a nullable field, a scalar or enum value its type accepts,
-  or an empty list.
+- and the value is plain too: ``None`` on a nullable field, a scalar or enum value its type
+  accepts, a list (a Python ``list``) of plain values, or an object of the field's object
+  type whose selected fields are all plain fields with plain values (a balance's
+  ``currency { code }``). The object's type is checked as graphql-core checks it, when the
+  check is Strawberry's own ``isinstance`` (which ignores the resolve-info); a type's own
+  ``is_type_of`` may read the info, so such objects are left to graphql-core.
 
-Anything else -- an object, a non-empty list, ``None`` on a non-null field, a value the
-scalar refuses -- takes graphql-core's own path for that field, which produces the same
-errors with the same paths as before, executed in the order of the selection. The response
-keeps that order too. (Plain fields are read before the object's resolvers run: a resolver
-that changed its own source object would be seen differently; none here does.)
+A list that graphql-core completes (a resolver's answer) is completed the same way when all
+its items are plain values. Anything else -- an interface or a union, a value the scalar
+refuses, ``None`` on a non-null field, an object of another type, a list with ``@stream``
+-- takes graphql-core's own path for that field (or the whole list), which produces the
+same errors with the same paths as before, executed in the order of the selection. The
+response keeps that order too. (Plain fields are read before the object's resolvers run: a
+resolver that changed its own source object would be seen differently; none here does.)
 
 It also leaves no reference cycle behind: graphql-core's executor keeps two of its own bound
 methods in ``async_helpers``, so every executor, and everything it held (the request, the
@@ -51,11 +57,40 @@ from graphql.execution import Executor
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.base import StrawberryObjectDefinition
 
 PLAIN_READ: Final = "_get_basic_result"
 """The name of Strawberry's resolver for a field that reads an attribute and nothing else."""
 
 _MISS: Final = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a plain field's value must be to be completed directly: exactly one of a leaf,
+    an object of one object type, or a list of values of an item shape."""
+
+    non_null: bool
+    leaf: GraphQLLeafType | None = None
+    obj: GraphQLObjectType | None = None
+    item: _Shape | None = None
+
+
+def _shape(kind: GraphQLOutputType) -> _Shape | None:
+    """The shape of values of ``kind`` (``None`` for an interface or a union: graphql-core
+    resolves their runtime type)."""
+    non_null = isinstance(kind, GraphQLNonNull)
+    if isinstance(kind, GraphQLNonNull):
+        kind = kind.of_type
+    if is_leaf_type(kind):
+        return _Shape(non_null, leaf=kind)
+    if isinstance(kind, GraphQLObjectType):
+        return _Shape(non_null, obj=kind)
+    if isinstance(kind, GraphQLList):
+        item = _shape(kind.of_type)
+        return None if item is None else _Shape(non_null, item=item)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +100,7 @@ class _Plain:
     name: str
     details: FieldDetailsList
     read: Callable[[Any, None], Any]
-    leaf: GraphQLLeafType | None
-    non_null: bool
-    is_list: bool
+    shape: _Shape | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +120,18 @@ def _plain(name: str, details: FieldDetailsList, field: Any) -> _Plain | None:
         or details[0].node.arguments
     ):
         return None
-    kind: GraphQLOutputType = field.type
-    non_null = isinstance(kind, GraphQLNonNull)
-    if isinstance(kind, GraphQLNonNull):
-        kind = kind.of_type
-    leaf = kind if is_leaf_type(kind) else None
-    return _Plain(name, details, resolve, leaf, non_null, isinstance(kind, GraphQLList))
+    return _Plain(name, details, resolve, _shape(field.type))
+
+
+def _checks_without_info(kind: GraphQLObjectType) -> bool:
+    """Whether ``kind``'s ``is_type_of`` may be called without a resolve-info: it has none,
+    or it is the one Strawberry makes for a type that implements an interface (an
+    ``isinstance`` check that ignores the info). A type's own ``is_type_of`` may read the
+    info, so its objects are left to graphql-core."""
+    if kind.is_type_of is None:
+        return True
+    definition = kind.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    return isinstance(definition, StrawberryObjectDefinition) and definition.is_type_of is None
 
 
 def _weak_helpers(executor: Executor[Any]) -> GraphQLResolveInfoHelpers:
@@ -121,6 +160,8 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         self.async_helpers = _weak_helpers(self)
         self._plans: dict[int, tuple[GroupedFieldSet, _Plan]] = {}
+        self._checks: dict[GraphQLObjectType, bool] = {}
+        self._item_shapes: dict[GraphQLOutputType, _Shape | None] = {}
         self.plain_reads = 0
         """Fields answered directly in this execution (for tests and profiles)."""
         middleware = self.middleware_manager
@@ -146,6 +187,77 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         self._plans[id(fields)] = (fields, plan)
         return plan
 
+    def _read(self, f: _Plain, source: Any) -> Any:
+        """The completed value of a plain field, or ``_MISS`` for graphql-core to complete."""
+        if f.shape is None:
+            return _MISS
+        try:
+            value = f.read(source, None)
+        except Exception:
+            return _MISS
+        return self._complete(f.shape, f.details, value)
+
+    def _complete(self, shape: _Shape, details: FieldDetailsList, value: Any) -> Any:
+        """``value`` completed as graphql-core would complete it, or ``_MISS`` where that
+        could raise an error (graphql-core then completes it and raises it)."""
+        if value is None:
+            return _MISS if shape.non_null else None
+        if shape.leaf is not None:
+            try:
+                coerced = shape.leaf.coerce_output_value(value)
+            except Exception:
+                return _MISS
+            return _MISS if coerced is None or coerced is Undefined else coerced
+        if shape.obj is not None:
+            before = self.plain_reads
+            done = self._plain_object(shape.obj, details, value)
+            if done is _MISS:
+                self.plain_reads = before
+            return done
+        item = shape.item
+        if item is None or type(value) is not list:
+            return _MISS
+        if not value:
+            return []
+        if details[0].node.directives:
+            return _MISS  # ``@stream``, say: graphql-core's to judge
+        before = self.plain_reads
+        out = []
+        for x in value:
+            done = self._complete(item, details, x)
+            if done is _MISS:
+                self.plain_reads = before
+                return _MISS
+            out.append(done)
+        return out
+
+    def _plain_object(self, kind: GraphQLObjectType, details: FieldDetailsList, value: Any) -> Any:
+        """An object whose selected fields are all plain, completed directly (as graphql-core
+        would: its type checked, its fields in the selection's order), or ``_MISS``."""
+        check = kind.is_type_of
+        if check is not None and not (self._checkable(kind) and _is_of(check, value)):
+            return _MISS
+        grouped, deferred, _ = self.collect_subfields(kind, details)
+        if deferred:
+            return _MISS
+        plan = self._plan(kind, grouped)
+        if plan.rest:
+            return _MISS
+        done: dict[str, Any] = {}
+        for f in plan.plain:
+            read = self._read(f, value)
+            if read is _MISS:
+                return _MISS
+            done[f.name] = read
+        self.plain_reads += len(done)
+        return done
+
+    def _checkable(self, kind: GraphQLObjectType) -> bool:
+        trusted = self._checks.get(kind)
+        if trusted is None:
+            trusted = self._checks[kind] = _checks_without_info(kind)
+        return trusted
+
     def execute_fields(
         self,
         parent_type: GraphQLObjectType,
@@ -162,7 +274,7 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         done: dict[str, Any] = {}
         rest: GroupedFieldSet | None = plan.rest
         for f in plan.plain:
-            value = _read(f, source_value)
+            value = self._read(f, source_value)
             if value is _MISS:
                 rest = None
             else:
@@ -201,54 +313,35 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         field_details_list: FieldDetailsList,
         path: Path,
         items: Iterable[Any],
-    ) -> list[dict[str, Any]] | None:
-        """A list of objects whose selected fields are all plain, completed directly; None
-        when any item needs graphql-core (which then completes the whole list)."""
+    ) -> list[Any] | None:
+        """A list whose items are all plain values (objects whose selected fields are plain,
+        say), completed directly; None when any item needs graphql-core (which then
+        completes the whole list)."""
         if not self._lean or type(items) is not list:
             return None
-        kind = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
-        if not isinstance(kind, GraphQLObjectType) or kind.is_type_of is not None:
+        if item_type in self._item_shapes:
+            shape = self._item_shapes[item_type]
+        else:
+            shape = self._item_shapes[item_type] = _shape(item_type)
+        if shape is None or self.get_stream_usage(field_details_list, path) is not None:
             return None
-        if self.get_stream_usage(field_details_list, path) is not None:
-            return None
-        grouped, deferred, _ = self.collect_subfields(kind, field_details_list)
-        if deferred:
-            return None
-        plan = self._plan(kind, grouped)
-        if plan.rest:
-            return None
-        out: list[dict[str, Any]] = []
+        before = self.plain_reads
+        out = []
         for item in items:
-            if item is None:
+            done = self._complete(shape, field_details_list, item)
+            if done is _MISS:
+                self.plain_reads = before
                 return None
-            done: dict[str, Any] = {}
-            for f in plan.plain:
-                value = _read(f, item)
-                if value is _MISS:
-                    return None
-                done[f.name] = value
             out.append(done)
-        self.plain_reads += len(out) * len(plan.plain)
         return out
 
 
-def _read(f: _Plain, source: Any) -> Any:
-    """The completed value of a plain field, or ``_MISS`` for graphql-core to complete."""
+def _is_of(check: Callable[[Any, Any], Any], value: Any) -> bool:
+    """``is_type_of`` of a type :meth:`LeanExecution._checkable` passed, without an info."""
     try:
-        value = f.read(source, None)
+        return check(value, None) is True
     except Exception:
-        return _MISS
-    if value is None:
-        return _MISS if f.non_null else None
-    if f.leaf is not None:
-        try:
-            coerced = f.leaf.coerce_output_value(value)
-        except Exception:
-            return _MISS
-        return _MISS if coerced is None or coerced is Undefined else coerced
-    if f.is_list and type(value) is list and not value:
-        return []
-    return _MISS
+        return False
 
 
 def _ordered(

@@ -37,6 +37,35 @@ class Colour(Enum):
     BLUE = "blue"
 
 
+@strawberry.interface
+class Named:
+    name: str
+
+
+@strawberry.type
+class Pal(Named):
+    """Strawberry checks its objects' type (it implements an interface) without the info."""
+
+    mood: str | None = None
+
+
+@strawberry.type
+class Picky:
+    """Its own type check reads the info: its objects are left to graphql-core."""
+
+    name: str
+
+    @classmethod
+    def is_type_of(cls, obj: Any, info: Any) -> bool:
+        if info is None:
+            BLIND_CHECKS.append(obj)
+        return isinstance(obj, Picky)
+
+
+BLIND_CHECKS: list[Any] = []
+"""Objects a type's own ``is_type_of`` was asked about without its info (none may be)."""
+
+
 @strawberry.type
 class Leaf:
     name: str
@@ -47,6 +76,9 @@ class Leaf:
     amount: Decimal | None = None
     children: list[Leaf] = strawberry.field(default_factory=list)
     friend: Leaf | None = None
+    pal: Pal | None = None
+    pals: list[Pal] = strawberry.field(default_factory=list)
+    picky: Picky | None = None
 
     @strawberry.field
     def shout(self, times: int = 1) -> str:
@@ -108,6 +140,11 @@ FIELDS = [
     "__typename",
     "children { name count tags }",
     "friend { name maybe }",
+    "friend { name friend { count } }",
+    "friend { name shout }",
+    "pal { name mood }",
+    "pals { mood name }",
+    "picky { name }",
     "... on Leaf { count maybe }",
     "maybe @include(if: $flag)",
     "name @skip(if: $flag)",
@@ -123,6 +160,10 @@ VALUES: dict[str, list[Any]] = {
     "amount": [None, Decimal("1.50"), "bad", 2.5],
     "children": [[], None],
     "friend": [None],
+    # A Pal, a Pal whose name is refused, an object of another type.
+    "pal": [None, Pal(name="p", mood="calm"), Pal(name=None, mood=None), Picky(name="x")],  # type: ignore[arg-type]
+    "pals": [[], [Pal(name="q")], [Pal(name="r"), Picky(name="y")]],
+    "picky": [None, Picky(name="z"), Pal(name="w")],
 }
 
 
@@ -164,12 +205,14 @@ async def test_lean_execution_answers_what_graphql_core_answers(
     objects: list[Leaf], picks: list[tuple[int, bool]], root: str, flag: bool
 ) -> None:
     LEAVES[:] = objects
+    BLIND_CHECKS.clear()
     query = _query(picks, root)
     lean = await LEAN.execute(query, variable_values={"flag": flag})
     stock = await STOCK.execute(query, variable_values={"flag": flag})
     # Same data, in the same order (json.dumps keeps it), and the same errors at the same
     # paths (their order is not part of the answer).
     assert _shape(lean) == _shape(stock)
+    assert BLIND_CHECKS == []
 
 
 async def test_plain_fields_are_read_directly_and_the_rest_is_not() -> None:
@@ -229,6 +272,83 @@ async def test_a_list_of_plain_objects_is_completed_without_graphql_core(
     assert completed == LEAVES[:2]  # graphql-core's own completion, up to the error
 
 
+async def test_objects_of_plain_fields_are_completed_without_graphql_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An object field whose selected fields are all plain, in a list item or not, is
+    completed directly, its type checked as graphql-core checks it; an object of the wrong
+    type, or one whose type checks itself with the info, goes to graphql-core."""
+    completed: list[Any] = []
+    complete = LeanExecution.complete_object_value
+
+    def counting(self: LeanExecution, *args: Any, **kwargs: Any) -> Any:
+        completed.append(args[-2])
+        return complete(self, *args, **kwargs)
+
+    monkeypatch.setattr(LeanExecution, "complete_object_value", counting)
+    pals = [Pal(name="p", mood="calm"), Pal(name="q")]
+    LEAVES[:] = [Leaf(name="a", pal=pals[0], pals=pals), Leaf(name="b")]
+    query = "{ leaves { name pal { name mood } pals { mood } } }"
+    lean = await LEAN.execute(query)
+    assert lean.errors is None
+    assert lean.data == (await STOCK.execute(query)).data
+    assert lean.data == {
+        "leaves": [
+            {
+                "name": "a",
+                "pal": {"name": "p", "mood": "calm"},
+                "pals": [{"mood": "calm"}, {"mood": None}],
+            },
+            {"name": "b", "pal": None, "pals": []},
+        ]
+    }
+    assert completed == []
+    assert Counting.last is not None
+    # Per leaf: name, pal and pals; a's pal's two fields and its pals' one field each.
+    assert Counting.last.plain_reads == 2 * 3 + 2 + 2
+
+    LEAVES[:] = [Leaf(name="a", pal=cast(Any, Picky(name="x")))]
+    query = "{ leaves { pal { name } } }"
+    lean = await LEAN.execute(query)
+    assert _shape(lean) == _shape(await STOCK.execute(query))
+    assert lean.errors is not None
+    assert lean.errors[0].path == ["leaves", 0, "pal"]
+    assert completed == [LEAVES[0], LEAVES[0].pal]
+
+    completed.clear()
+    BLIND_CHECKS.clear()
+    LEAVES[:] = [Leaf(name="a", picky=Picky(name="z"))]
+    query = "{ leaves { picky { name } } }"
+    lean = await LEAN.execute(query)
+    assert lean.errors is None
+    assert lean.data == {"leaves": [{"picky": {"name": "z"}}]}
+    assert completed == [LEAVES[0], LEAVES[0].picky]
+    assert BLIND_CHECKS == []
+
+
+async def test_a_streamed_list_inside_a_plain_object_is_left_to_graphql_core() -> None:
+    """With ``@stream`` enabled, a list under a directly completed object still streams."""
+
+    def incremental(executor: type[StrawberryGraphQLCoreExecutionContext]) -> strawberry.Schema:
+        config = StrawberryConfig(
+            scalar_map=SCALAR_MAP, enable_experimental_incremental_execution=True
+        )
+        return strawberry.Schema(query=Query, config=config, execution_context_class=executor)
+
+    LEAVES[:] = [Leaf(name="a", friend=Leaf(name="f", tags=["x", "y"]))]
+    query = "{ leaves { friend { tags @stream(initialCount: 1) } } }"
+    first: list[Any] = []
+    for executor in (LeanExecution, StrawberryGraphQLCoreExecutionContext):
+        result = cast(Any, await incremental(executor).execute(query))
+        initial = result.initial_result
+        first.append((initial.data, [p.path for p in initial.pending]))
+    assert first[0] == first[1]
+    assert first[0] == (
+        {"leaves": [{"friend": {"tags": ["x"]}}]},
+        [["leaves", 0, "friend", "tags"]],
+    )
+
+
 def test_the_hub_serves_with_lean_execution() -> None:
     assert hub_schema.execution_context_class is LeanExecution
 
@@ -273,9 +393,38 @@ async def test_a_batch_payload_is_answered_by_plain_reads(
     assert out["results"][3]["entryId"] is None
     assert [r["userErrors"] for r in out["results"][:3]] == [[], [], []]
     assert [e["code"] for e in out["results"][3]["userErrors"]] == ["NOT_FOUND"]
-    # Five plain fields in each result but the refused one's non-empty userErrors, which
-    # graphql-core completes (its code is plain again), and the payload's awarded.
-    assert [e.plain_reads for e in executions] == [3 * 5 + 4 + 1 + 1]
+    # Five plain fields in each result, the refused one's user error's code, and the
+    # payload's awarded and results: graphql-core completes none of the results.
+    assert [e.plain_reads for e in executions] == [4 * 5 + 1 + 2]
+
+
+async def test_a_balance_read_completes_only_the_wallet_through_graphql_core(
+    world: World, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP: the balances, with their currencies, are completed directly."""
+    shop = await world.shop("tea-house")
+    await world.currency(shop, "TEA", "0.01")
+    await world.currency(shop, "CUP", "0.5")
+    member = await world.member(shop, "c-1")
+    await world.earn(shop, member, "TEA", 5)
+    await world.earn(shop, member, "CUP", 3)
+    member_headers = await world.member_headers(shop, "c-1")
+    completed: list[Any] = []
+    complete = LeanExecution.complete_object_value
+
+    def counting(self: LeanExecution, *args: Any, **kwargs: Any) -> Any:
+        completed.append(type(args[-2]).__name__)
+        return complete(self, *args, **kwargs)
+
+    monkeypatch.setattr(LeanExecution, "complete_object_value", counting)
+    query = "{ wallet { balances { currency { code } points value } totalValue } }"
+    wallet = data(await gql(client, query, None, member_headers))["wallet"]
+    assert sorted(wallet["balances"], key=lambda b: b["currency"]["code"]) == [
+        {"currency": {"code": "CUP"}, "points": "3", "value": "1.500000"},
+        {"currency": {"code": "TEA"}, "points": "5", "value": "0.050000"},
+    ]
+    assert wallet["totalValue"] == "1.550000"
+    assert completed == ["Wallet"]
 
 
 async def test_requests_leave_no_cyclic_garbage(world: World, client: httpx.AsyncClient) -> None:
