@@ -221,9 +221,14 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
             return []
         if details[0].node.directives:
             return _MISS  # ``@stream``, say: graphql-core's to judge
+        return self._complete_items(item, details, value)
+
+    def _complete_items(self, item: _Shape, details: FieldDetailsList, values: list[Any]) -> Any:
+        """Every value completed directly, or ``_MISS`` (with no plain read counted) when
+        any of them needs graphql-core."""
         before = self.plain_reads
         out = []
-        for x in value:
+        for x in values:
             done = self._complete(item, details, x)
             if done is _MISS:
                 self.plain_reads = before
@@ -325,15 +330,8 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
             shape = self._item_shapes[item_type] = _shape(item_type)
         if shape is None or self.get_stream_usage(field_details_list, path) is not None:
             return None
-        before = self.plain_reads
-        out = []
-        for item in items:
-            done = self._complete(shape, field_details_list, item)
-            if done is _MISS:
-                self.plain_reads = before
-                return None
-            out.append(done)
-        return out
+        done = self._complete_items(shape, field_details_list, items)
+        return None if done is _MISS else cast("list[Any]", done)
 
 
 def _is_of(check: Callable[[Any, Any], Any], value: Any) -> bool:
