@@ -37,6 +37,7 @@ is done.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -77,9 +78,10 @@ class _Shape:
     item: _Shape | None = None
 
 
+@functools.cache
 def _shape(kind: GraphQLOutputType) -> _Shape | None:
     """The shape of values of ``kind`` (``None`` for an interface or a union: graphql-core
-    resolves their runtime type)."""
+    resolves their runtime type). Types are schema objects, compared by identity."""
     non_null = isinstance(kind, GraphQLNonNull)
     if isinstance(kind, GraphQLNonNull):
         kind = kind.of_type
@@ -123,6 +125,7 @@ def _plain(name: str, details: FieldDetailsList, field: Any) -> _Plain | None:
     return _Plain(name, details, resolve, _shape(field.type))
 
 
+@functools.cache
 def _checks_without_info(kind: GraphQLObjectType) -> bool:
     """Whether ``kind``'s ``is_type_of`` may be called without a resolve-info: it has none,
     or it is the one Strawberry makes for a type that implements an interface (an
@@ -160,8 +163,6 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         self.async_helpers = _weak_helpers(self)
         self._plans: dict[int, tuple[GroupedFieldSet, _Plan]] = {}
-        self._checks: dict[GraphQLObjectType, bool] = {}
-        self._item_shapes: dict[GraphQLOutputType, _Shape | None] = {}
         self.plain_reads = 0
         """Fields answered directly in this execution (for tests and profiles)."""
         middleware = self.middleware_manager
@@ -209,11 +210,7 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
                 return _MISS
             return _MISS if coerced is None or coerced is Undefined else coerced
         if shape.obj is not None:
-            before = self.plain_reads
-            done = self._plain_object(shape.obj, details, value)
-            if done is _MISS:
-                self.plain_reads = before
-            return done
+            return self._plain_object(shape.obj, details, value)
         item = shape.item
         if item is None or type(value) is not list:
             return _MISS
@@ -238,9 +235,10 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
 
     def _plain_object(self, kind: GraphQLObjectType, details: FieldDetailsList, value: Any) -> Any:
         """An object whose selected fields are all plain, completed directly (as graphql-core
-        would: its type checked, its fields in the selection's order), or ``_MISS``."""
+        would: its type checked, its fields in the selection's order), or ``_MISS`` (with no
+        plain read counted)."""
         check = kind.is_type_of
-        if check is not None and not (self._checkable(kind) and _is_of(check, value)):
+        if check is not None and not (_checks_without_info(kind) and _is_of(check, value)):
             return _MISS
         grouped, deferred, _ = self.collect_subfields(kind, details)
         if deferred:
@@ -248,20 +246,16 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         plan = self._plan(kind, grouped)
         if plan.rest:
             return _MISS
+        before = self.plain_reads
         done: dict[str, Any] = {}
         for f in plan.plain:
             read = self._read(f, value)
             if read is _MISS:
+                self.plain_reads = before  # reads counted inside the fields read so far
                 return _MISS
             done[f.name] = read
         self.plain_reads += len(done)
         return done
-
-    def _checkable(self, kind: GraphQLObjectType) -> bool:
-        trusted = self._checks.get(kind)
-        if trusted is None:
-            trusted = self._checks[kind] = _checks_without_info(kind)
-        return trusted
 
     def execute_fields(
         self,
@@ -324,10 +318,7 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         completes the whole list)."""
         if not self._lean or type(items) is not list:
             return None
-        if item_type in self._item_shapes:
-            shape = self._item_shapes[item_type]
-        else:
-            shape = self._item_shapes[item_type] = _shape(item_type)
+        shape = _shape(item_type)
         if shape is None or self.get_stream_usage(field_details_list, path) is not None:
             return None
         done = self._complete_items(shape, field_details_list, items)
@@ -335,7 +326,7 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
 
 
 def _is_of(check: Callable[[Any, Any], Any], value: Any) -> bool:
-    """``is_type_of`` of a type :meth:`LeanExecution._checkable` passed, without an info."""
+    """``is_type_of`` of a type :func:`_checks_without_info` passed, called without an info."""
     try:
         return check(value, None) is True
     except Exception:

@@ -326,6 +326,19 @@ async def test_objects_of_plain_fields_are_completed_without_graphql_core(
     assert completed == [LEAVES[0], LEAVES[0].picky]
     assert BLIND_CHECKS == []
 
+    # An object that needs graphql-core after all counts none of the fields read directly
+    # inside it (the friend's pal, read before its null name): only graphql-core's own
+    # completion of the friend counts its pal and the pal's name.
+    friend = Leaf(name="f", pal=Pal(name="p"))
+    object.__setattr__(friend, "name", None)
+    LEAVES[:] = [Leaf(name="a", friend=friend)]
+    query = "{ leaves { shout friend { pal { name } name } } }"
+    lean = await LEAN.execute(query)
+    assert _shape(lean) == _shape(await STOCK.execute(query))
+    assert lean.errors is not None
+    assert lean.errors[0].path == ["leaves", 0, "friend", "name"]
+    assert Counting.last.plain_reads == 2
+
 
 async def test_a_streamed_list_inside_a_plain_object_is_left_to_graphql_core() -> None:
     """With ``@stream`` enabled, a list under a directly completed object still streams."""
