@@ -230,12 +230,7 @@ def _run_uvicorn(settings: Settings) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        # The hub's httptools protocol sends each response's head with its body.
-        http=(
-            "exchange.http_protocol:HttpProtocol"
-            if importlib.util.find_spec("httptools")
-            else "h11"
-        ),
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
         log_level=settings.log_level,
         lifespan="on",
     )
