@@ -11,6 +11,9 @@ response's cost.
 - Strawberry marked its resolver as the plain attribute read (a field with no resolver, no
   extensions, no permission classes: Strawberry's ``_get_basic_result``), and the field
   takes no arguments and no middleware wraps resolvers (an extension's ``resolve`` hook);
+  Strawberry's Relay node ``id`` counts as one when the node's class keeps Strawberry's
+  ``resolve_id`` and ``resolve_typename``: the global id is made from the type's name and
+  the id attribute of an object of exactly that class;
 - and the value is plain too: ``None`` on a nullable field, a scalar or enum value its type
   accepts, a list (a Python ``list``) of plain values, or an object of the field's object
   type whose selected fields are all plain fields with plain values (a balance's
@@ -57,6 +60,7 @@ from graphql import (
 from graphql.execution import Executor
 from graphql.execution.collect_fields import FieldDetailsList, GroupedFieldSet
 from graphql.pyutils import Path
+from strawberry import relay
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.base import StrawberryObjectDefinition
@@ -65,6 +69,9 @@ PLAIN_READ: Final = "_get_basic_result"
 """The name of Strawberry's resolver for a field that reads an attribute and nothing else."""
 
 _MISS: Final = object()
+_NODE_ID: Final = relay.Node._id.__func__
+_RESOLVE_ID: Final = relay.Node.resolve_id.__func__  # type: ignore[attr-defined]
+_RESOLVE_TYPENAME: Final = relay.Node.resolve_typename.__func__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +120,59 @@ class _Plan:
     """The fields graphql-core executes (the same field lists, so its own caches hold)."""
 
 
-def _plain(name: str, details: FieldDetailsList, field: Any) -> _Plain | None:
+def _plain(
+    parent_type: GraphQLObjectType, name: str, details: FieldDetailsList, field: Any
+) -> _Plain | None:
     resolve = field.resolve
+    if resolve is None or field.args or details[0].node.arguments:
+        return None
+    if getattr(resolve, "__name__", "") != PLAIN_READ:
+        resolve = _node_id(parent_type, field)
+        if resolve is None:
+            return None
+    return _Plain(name, details, resolve, _shape(field.type))
+
+
+def _node_id(kind: GraphQLObjectType, field: Any) -> Callable[[Any, None], Any] | None:
+    """A plain read of a Relay node's ``id`` (Strawberry's ``Node._id``), when ``kind``'s
+    class keeps Strawberry's ``resolve_id`` and ``resolve_typename``: the global id of the
+    type's name and the id attribute of an object of exactly that class (anything else
+    raises, and graphql-core answers the field)."""
+    definition = field.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    wrapped = getattr(getattr(definition, "base_resolver", None), "wrapped_func", None)
     if (
-        resolve is None
-        or getattr(resolve, "__name__", "") != PLAIN_READ
-        or field.args
-        or details[0].node.arguments
+        getattr(wrapped, "__func__", None) is not _NODE_ID
+        or definition.extensions
+        or definition.permission_classes
     ):
         return None
-    return _Plain(name, details, resolve, _shape(field.type))
+    return _node_id_of(kind)
+
+
+@functools.cache
+def _node_id_of(kind: GraphQLObjectType) -> Callable[[Any, None], Any] | None:
+    definition = kind.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    origin = getattr(definition, "origin", None)
+    if not (
+        isinstance(origin, type)
+        and issubclass(origin, relay.Node)
+        and origin._id.__func__ is _NODE_ID
+        and origin.resolve_id.__func__ is _RESOLVE_ID  # type: ignore[attr-defined]
+        and origin.resolve_typename.__func__ is _RESOLVE_TYPENAME  # type: ignore[attr-defined]
+    ):
+        return None
+    attribute = origin.resolve_id_attr()
+    name = kind.name
+
+    def read(source: Any, _info: None) -> relay.GlobalID:
+        if type(source) is not origin:
+            raise TypeError("not an object of the node's own class")
+        node_id = getattr(source, attribute)
+        if node_id is None:
+            raise ValueError("a node without an id")
+        return relay.GlobalID(name, str(node_id))
+
+    return read
 
 
 @functools.cache
@@ -179,7 +229,7 @@ class LeanExecution(StrawberryGraphQLCoreExecutionContext):
         rest: GroupedFieldSet = {}
         for name, details in fields.items():
             field = self.schema.get_field(parent_type, details[0].node.name.value)
-            found = _plain(name, details, field) if field is not None else None
+            found = _plain(parent_type, name, details, field) if field is not None else None
             if found is None:
                 rest[name] = details
             else:

@@ -13,6 +13,7 @@ import pytest
 import strawberry
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strawberry import relay
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from world import World, data, gql, make_world
@@ -67,6 +68,30 @@ BLIND_CHECKS: list[Any] = []
 
 
 @strawberry.type
+class Thing(relay.Node):
+    """A Relay node: its ``id`` is read directly."""
+
+    id: relay.NodeID[int]
+    name: str
+
+
+@strawberry.type
+class OtherThing(relay.Node):
+    id: relay.NodeID[int]
+
+
+@strawberry.type
+class Odd(relay.Node):
+    """A node with its own ``resolve_id``: its ``id`` is left to graphql-core."""
+
+    id: relay.NodeID[int]
+
+    @classmethod
+    def resolve_id(cls, root: Any, *, info: Any) -> str:
+        return f"odd-{root.id}"
+
+
+@strawberry.type
 class Leaf:
     name: str
     maybe: str | None = None
@@ -79,6 +104,9 @@ class Leaf:
     pal: Pal | None = None
     pals: list[Pal] = strawberry.field(default_factory=list)
     picky: Picky | None = None
+    thing: Thing | None = None
+    things: list[Thing] = strawberry.field(default_factory=list)
+    odd: Odd | None = None
 
     @strawberry.field
     def shout(self, times: int = 1) -> str:
@@ -145,10 +173,22 @@ FIELDS = [
     "pal { name mood }",
     "pals { mood name }",
     "picky { name }",
+    "thing { id name }",
+    "things { name id }",
+    "odd { id }",
     "... on Leaf { count maybe }",
     "maybe @include(if: $flag)",
     "name @skip(if: $flag)",
 ]
+
+
+class _SubThing(Thing):
+    """Not the node's own class, and it resolves its own id: graphql-core answers it."""
+
+    @classmethod
+    def resolve_id(cls, root: Any, *, info: Any) -> str:
+        return f"sub-{root.id}"
+
 
 # Each attribute gets a value the field accepts, or one it must refuse.
 VALUES: dict[str, list[Any]] = {
@@ -164,6 +204,16 @@ VALUES: dict[str, list[Any]] = {
     "pal": [None, Pal(name="p", mood="calm"), Pal(name=None, mood=None), Picky(name="x")],  # type: ignore[arg-type]
     "pals": [[], [Pal(name="q")], [Pal(name="r"), Picky(name="y")]],
     "picky": [None, Picky(name="z"), Pal(name="w")],
+    # A node, one without an id, one of another node type, a subclass of the node's class.
+    "thing": [
+        None,
+        Thing(id=3, name="t"),
+        Thing(id=None, name="u"),
+        OtherThing(id=4),
+        _SubThing(id=5, name="s"),
+    ],  # type: ignore[arg-type]
+    "things": [[], [Thing(id=6, name="v"), Thing(id=7, name="w")], [Thing(id=None, name="x")]],  # type: ignore[arg-type]
+    "odd": [None, Odd(id=8)],
 }
 
 
@@ -431,6 +481,70 @@ async def test_a_balance_read_completes_only_the_wallet_through_graphql_core(
     ]
     assert wallet["totalValue"] == "1.550000"
     assert [type(source).__name__ for source in completed] == ["Wallet"]
+
+
+async def test_a_node_id_is_read_directly(completed: list[Any]) -> None:
+    """A Relay node's ``id`` is a resolver to graphql-core; read directly, its object and the
+    list holding it are completed without graphql-core, unless the node's class resolves
+    its own id."""
+    LEAVES[:] = [Leaf(name="a", thing=Thing(id=3, name="t"), things=[Thing(id=4, name="u")])]
+    query = "{ leaves { thing { id name } things { id } } }"
+    lean = await LEAN.execute(query)
+    stock = await STOCK.execute(query)
+    assert lean.errors is None
+    assert lean.data == stock.data
+    assert lean.data == {
+        "leaves": [
+            {
+                "thing": {"id": str(relay.GlobalID("Thing", "3")), "name": "t"},
+                "things": [{"id": str(relay.GlobalID("Thing", "4"))}],
+            }
+        ]
+    }
+    assert completed == []
+    LEAVES[0].odd = Odd(id=5)
+    lean = await LEAN.execute("{ leaves { odd { id } } }")
+    assert lean.data == {"leaves": [{"odd": {"id": str(relay.GlobalID("Odd", "odd-5"))}}]}
+    assert [type(source).__name__ for source in completed] == ["Leaf", "Odd"]
+    completed.clear()
+    LEAVES[0].thing = _SubThing(id=6, name="s")
+    lean = await LEAN.execute("{ leaves { thing { id } } }")
+    assert lean.data == {"leaves": [{"thing": {"id": str(relay.GlobalID("Thing", "sub-6"))}}]}
+    assert [type(source).__name__ for source in completed] == ["Leaf", "_SubThing"]
+
+
+async def test_an_earn_completes_only_its_payload_through_graphql_core(
+    world: World, client: httpx.AsyncClient, completed: list[Any]
+) -> None:
+    """Over HTTP, the bench's earn: the payload's entry, with its node id, is read directly."""
+    shop = await world.shop("tea-house")
+    await world.currency(shop, "TEA", "0.01")
+    await world.member(shop, "c-1")
+    earn = """mutation ($input: AwardPointsInput!) { awardPoints(input: $input) {
+        entry { id } points replayed userErrors { code field message } } }"""
+    variables = {
+        "input": {
+            "customerRef": "c-1",
+            "currency": "TEA",
+            "points": "7",
+            "reason": "visit",
+            "idempotencyKey": "k-1",
+        }
+    }
+    payload = data(await gql(client, earn, variables, shop.headers))["awardPoints"]
+    assert payload["points"] == "7"
+    assert payload["replayed"] is False
+    assert payload["userErrors"] == []
+    assert [type(source).__name__ for source in completed] == ["AwardPointsPayload"]
+    node = data(
+        await gql(
+            client,
+            "query ($id: ID!) { node(id: $id) { id } }",
+            {"id": payload["entry"]["id"]},
+            shop.headers,
+        )
+    )["node"]
+    assert node == payload["entry"]  # the id read directly is the node's id
 
 
 async def test_requests_leave_no_cyclic_garbage(world: World, client: httpx.AsyncClient) -> None:
