@@ -256,6 +256,8 @@ class Loaders:
         """Currency rows other statements of this request brought along (see
         :meth:`prime_currencies`): the currency loaders answer from them first."""
         self._seen_codes: dict[str, CurrencyRow] = {}
+        self._balance_reads: dict[int, asyncio.Future[list[Any]]] = {}
+        self._balances: dict[int, list[BalanceRow]] = {}
 
     async def _currencies(self, ids: Sequence[int]) -> list[CurrencyRow | None]:
         # The rows the by-code loader has asked for answer first: its batch may still be in
@@ -348,21 +350,28 @@ class Loaders:
         found = {(int(r[0]), int(r[1])): str(r[2]) for r in rows}
         return _ordered(keys, found)
 
-    async def _wallet_balances(self, member_ids: Sequence[int]) -> list[list[BalanceRow]]:
-        if len(member_ids) == 1:  # a member's own wallet: the common case, read with others
+    async def balances(self, member_id: int) -> list[BalanceRow]:
+        """A member's balances in every currency, with the rates in force: read once per
+        request and member, in the statement the balance reads of this process that arrive
+        together share (:mod:`exchange.services.shared_reads`), which also gathers the
+        members one request asks for at once. No DataLoader in front of it: its future and
+        task per read cost more than the rest of the read's own Python."""
+        done = self._balances.get(member_id)
+        if done is not None:
+            return done
+        pending = self._balance_reads.get(member_id)
+        if pending is None or pending.cancelled():
             reads = shared_reads(self.pool, "wallet_balances", _balance_rows, list)
-            by_member = {member_ids[0]: await reads.load(self.pool, member_ids[0])}
-        else:
-            by_member = await _balance_rows(self.pool, member_ids)
-        out = []
-        for member_id in member_ids:
-            balances = []
-            for r in by_member.get(member_id, ()):
-                currency = currency_row(r, 2)
-                self.prime_currencies((currency,))
-                balances.append(BalanceRow(currency=currency, amount=int(r[1])))
-            out.append(balances)
-        return out
+            pending = self._balance_reads[member_id] = reads.future(self.pool, member_id)
+        rows = await pending
+        done = self._balances.get(member_id)
+        if done is None:
+            currencies = [currency_row(r, 2) for r in rows]
+            self.prime_currencies(currencies)
+            amounts = (int(r[1]) for r in rows)
+            done = [BalanceRow(c, n) for c, n in zip(currencies, amounts, strict=True)]
+            self._balances[member_id] = done
+        return done
 
     def _loader(
         self, method: Callable[[Loaders, Sequence[K]], Awaitable[list[V]]]
@@ -409,11 +418,6 @@ class Loaders:
     def customer_ref(self) -> DataLoader[tuple[int, int], str | None]:
         """``(merchant_id, member_id)`` → the merchant's reference for that member, if linked."""
         return self._loader(Loaders._links)
-
-    @cached_property
-    def wallet_balances(self) -> DataLoader[int, list[BalanceRow]]:
-        """A member's balances in every currency, with the rates in force (one statement)."""
-        return self._loader(Loaders._wallet_balances)
 
     def prime_currencies(self, rows: Iterable[CurrencyRow]) -> None:
         """Remember currency rows read along with something else, for the currency loaders

@@ -87,7 +87,7 @@ class Wallet:
     """Set when a merchant looks at its customer: line items are limited to its part."""
 
     async def _balances(self, info: Info) -> list[BalanceRow]:
-        return await info.context.loaders.wallet_balances.load(self.member_id)
+        return await info.context.loaders.balances(self.member_id)
 
     @field(description="The settlement currency values are expressed in.")
     def settlement_currency(self, info: Info) -> str:

@@ -61,6 +61,12 @@ class SharedReads(Generic[K, V]):
     async def load(self, pool: Any, key: K) -> V:
         """``key``'s answer from the next statement on ``pool`` (``missing()`` when it has
         none)."""
+        # A cancelled reader cancels only its own future; the statement goes on for the rest.
+        return await self.future(pool, key)
+
+    def future(self, pool: Any, key: K) -> asyncio.Future[V]:
+        """A future of ``key``'s answer from the next statement on ``pool``: what
+        :meth:`load` awaits, for a caller that shares it between several awaiters."""
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(future)
         if self._running < self.in_flight:
@@ -68,8 +74,7 @@ class SharedReads(Generic[K, V]):
             task = asyncio.create_task(self._drain(pool))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        # A cancelled reader cancels only its own future; the statement goes on for the rest.
-        return await future
+        return future
 
     def _take(self) -> dict[K, list[asyncio.Future[V]]]:
         taken: dict[K, list[asyncio.Future[V]]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -104,6 +105,44 @@ async def test_wallet_balances_are_one_statement(
     assert count == 1, counter.statements
 
 
+async def test_customers_wallets_in_one_request_share_statements(
+    pool: Pool, settings: Settings, client: httpx.AsyncClient, counter: StatementCounter
+) -> None:
+    """A merchant reading three customers' wallets in one request: the first wallet asked
+    for is read at once, the two asked for while it is in the database share the next
+    statement; each customer gets its own balances."""
+    world: World = await make_world(pool, settings)
+    tea = await world.shop("tea-house")
+    await world.currency(tea, "TEA", "0.01")
+    await world.currency(tea, "GOLD", "2.5")
+    for n, ref in enumerate(("c-1", "c-2", "c-3"), start=1):
+        member = await world.member(tea, ref)
+        await world.earn(tea, member, "TEA", 10 * n)
+    await world.earn(tea, await world.member(tea, "c-2"), "GOLD", 4)
+    wallet = "wallet { totalValue balances { currency { code } points } }"
+    looks = " ".join(
+        f'{alias}: customer(customerRef: "{ref}") {{ {wallet} }}'
+        for alias, ref in (("a", "c-1"), ("b", "c-2"), ("c", "c-3"))
+    )
+
+    def wallet_statements() -> list[str]:
+        return [q for q in counter.statements if "a.kind = 'wallet'" in q]
+
+    await _count(counter, client, "{ " + looks + " }", {}, tea.headers)
+    assert len(wallet_statements()) == 2, counter.statements
+    body = data(await gql(client, "{ " + looks + " }", {}, tea.headers))
+    assert body["a"]["wallet"] == {
+        "totalValue": "0.100000",
+        "balances": [{"currency": {"code": "TEA"}, "points": "10"}],
+    }
+    assert body["b"]["wallet"]["balances"] == [
+        {"currency": {"code": "GOLD"}, "points": "4"},
+        {"currency": {"code": "TEA"}, "points": "20"},
+    ]
+    assert body["b"]["wallet"]["totalValue"] == "10.200000"
+    assert body["c"]["wallet"]["totalValue"] == "0.300000"
+
+
 async def test_one_wallet_and_several_wallets_read_the_same_balances(
     pool: Pool, settings: Settings
 ) -> None:
@@ -124,12 +163,11 @@ async def test_one_wallet_and_several_wallets_read_the_same_balances(
         return [(r.currency.code, r.amount) for r in rows]
 
     request = Loaders(pool)
-    batched = await request.wallet_balances.load_many([alice, bob, carol])
-    # A request's loaders live as long as its context; here, as long as each read.
+    batched = await asyncio.gather(*(request.balances(m) for m in (alice, bob, carol)))
     alone = []
     for m in (alice, bob, carol):
         each = Loaders(pool)
-        alone.append(await each.wallet_balances.load(m))
+        alone.append(await each.balances(m))
 
     assert [seen(rows) for rows in batched] == [[("GOLD", 3), ("TEA", 10)], [("GOLD", 1)], []]
     assert [seen(rows) for rows in alone] == [seen(rows) for rows in batched]
