@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from world import World, data, gql, make_world
 
-from exchange.api.loaders import WALLET_BALANCES_SQL
+from exchange.api.loaders import WALLET_BALANCES_SQL, Loaders
 from exchange.config import Settings
 from exchange.domain.errors import NotFound
 from exchange.services import members, shared_reads
@@ -144,6 +144,30 @@ async def test_customer_look_ups_share_a_statement_and_stay_with_their_merchant(
         read = await rows_read(conn, "member_links")
     assert {r[1]: r[2] for r in rows} == {**ids, "a-0": None}
     assert read["member_links"] < 100, read
+
+
+async def test_a_requests_balances_are_read_once_and_survive_a_cancelled_wait(
+    world: World,
+) -> None:
+    """A request's fields wait for one read of a member's balances; a wait cancelled before
+    the answer leaves the next one answered by a read of its own."""
+    tea = await world.shop("tea-house")
+    await world.currency(tea, "TEA", "0.01")
+    member = await world.member(tea, "c-1")
+    await world.earn(tea, member, "TEA", 70)
+    request = Loaders(world.pool)
+
+    first = asyncio.create_task(request.balances(member))
+    await asyncio.sleep(0)  # asked for, not yet answered
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    before = dict(shared_reads.STATS)
+    again, also = await asyncio.gather(request.balances(member), request.balances(member))
+
+    assert [(b.currency.code, b.amount) for b in again] == [("TEA", 70)]
+    assert also is again  # built once for the request
+    assert shared_reads.STATS["reads"] - before.get("reads", 0) == 1
 
 
 # -- the queue itself, with an in-memory store ------------------------------------------------
