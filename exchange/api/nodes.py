@@ -238,10 +238,10 @@ class Member(relay.Node):
     viewer_merchant_id: strawberry.Private[int | None] = None
 
     @field(description="Balances, history and lots, as the caller may see them.")
-    def wallet(self) -> Annotated[Wallet, strawberry.lazy("exchange.api.wallet")]:
-        from exchange.api.wallet import Wallet
+    async def wallet(self, info: Info) -> Annotated[Wallet, strawberry.lazy("exchange.api.wallet")]:
+        from exchange.api.wallet import open_wallet
 
-        return Wallet(member_id=self.id, viewer_merchant_id=self.viewer_merchant_id)
+        return await open_wallet(info, self.id, self.viewer_merchant_id)
 
     @classmethod
     async def resolve_nodes(  # type: ignore[override]

@@ -17,7 +17,7 @@ from exchange.api.errors import InvalidArgument
 from exchange.api.fields import field
 from exchange.api.loaders import fetch_all
 from exchange.api.nodes import Member, Merchant, merchant_by_id, visible_member
-from exchange.api.wallet import Wallet
+from exchange.api.wallet import Wallet, open_wallet
 from exchange.services.actors import MEMBER, MERCHANT
 from exchange.services.members import MAX_REF
 
@@ -85,10 +85,10 @@ class Query:
         )
 
     @field(description="The calling member's wallet (member credentials only).")
-    def wallet(self, info: Info) -> Wallet:
+    async def wallet(self, info: Info) -> Wallet:
         actor = require_actor(info, MEMBER)
         assert actor.member_id is not None
-        return Wallet(member_id=actor.member_id)
+        return await open_wallet(info, actor.member_id)
 
     @field(
         description="A member linked to the calling merchant under its own customer reference;"

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import strawberry
+from graphql import FieldNode
 
 from exchange.api.context import Info
 from exchange.api.errors import InvalidArgument
@@ -80,23 +81,54 @@ def _value(row: BalanceRow) -> int | None:
     return value_micro(row.amount, row.currency.rate, row.currency.scale)
 
 
+_BALANCE_FIELDS = frozenset({"balances", "totalValue"})
+
+
+def _asks_for_balances(info: Info) -> bool:
+    """Whether the selection of the wallet field ``info`` resolves may ask for its balances:
+    one of the fields that show them, or a fragment (not looked into)."""
+    for node in info._raw_info.field_nodes:
+        selection = node.selection_set
+        if selection is None:
+            continue
+        for s in selection.selections:
+            if not isinstance(s, FieldNode) or s.name.value in _BALANCE_FIELDS:
+                return True
+    return False
+
+
+async def open_wallet(info: Info, member_id: int, viewer_merchant_id: int | None = None) -> Wallet:
+    """The wallet of ``member_id`` for the field ``info`` resolves, with its balances read
+    first when the selection may show them (one read however many fields show them).
+
+    Read here, the wallet's balance fields resolve without waiting: graphql-core gathers
+    two waiting fields as two tasks behind a future, which cost a tenth of a balance read.
+    """
+    rows = await info.context.loaders.balances(member_id) if _asks_for_balances(info) else None
+    return Wallet(member_id=member_id, viewer_merchant_id=viewer_merchant_id, rows=rows)
+
+
 @strawberry.type(description="A member's points across the alliance.")
 class Wallet:
     member_id: strawberry.Private[int]
     viewer_merchant_id: strawberry.Private[int | None] = None
     """Set when a merchant looks at its customer: line items are limited to its part."""
+    rows: strawberry.Private[list[BalanceRow] | None] = None
+    """The member's balances, read by :func:`open_wallet` when the selection shows them."""
 
-    async def _balances(self, info: Info) -> list[BalanceRow]:
-        return await info.context.loaders.balances(self.member_id)
+    def _rows(self) -> list[BalanceRow]:
+        if self.rows is None:
+            raise RuntimeError("a wallet's balances are read when it is opened (open_wallet)")
+        return self.rows
 
     @field(description="The settlement currency values are expressed in.")
     def settlement_currency(self, info: Info) -> str:
         return info.context.settings.settlement_currency
 
     @field(description="Balances in every currency the member has held.")
-    async def balances(self, info: Info) -> list[Balance]:
+    def balances(self) -> list[Balance]:
         out = []
-        for row in await self._balances(info):
+        for row in self._rows():
             micro = _value(row)
             out.append(
                 Balance(
@@ -109,9 +141,9 @@ class Wallet:
         return out
 
     @field(description="The sum of the balances' values (settlement currency).")
-    async def total_value(self, info: Info) -> Decimal:
+    def total_value(self) -> Decimal:
         total = 0
-        for row in await self._balances(info):
+        for row in self._rows():
             micro = _value(row)
             total += micro or 0
         return micro_value(total)

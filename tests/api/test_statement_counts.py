@@ -143,6 +143,48 @@ async def test_customers_wallets_in_one_request_share_statements(
     assert body["c"]["wallet"]["totalValue"] == "0.300000"
 
 
+async def test_a_wallet_reads_its_balances_only_when_its_selection_may_show_them(
+    pool: Pool, settings: Settings, client: httpx.AsyncClient, counter: StatementCounter
+) -> None:
+    """The wallet reads its balances when it is opened, if its selection has a field that
+    shows them or a fragment (read whatever the fragment holds); otherwise it reads none."""
+    world: World = await make_world(pool, settings)
+    tea = await world.shop("tea-house")
+    await world.currency(tea, "TEA", "0.01")
+    member = await world.member(tea, "c-1")
+    await world.earn(tea, member, "TEA", 250)
+    headers = await world.member_headers(tea, "c-1")
+    shown = {"balances": [{"points": "250"}], "totalValue": "2.500000"}
+    unit = {"settlementCurrency": settings.settlement_currency}
+
+    def wallet_statements() -> int:
+        return sum("a.kind = 'wallet'" in q for q in counter.statements)
+
+    queries = {
+        "{ wallet { settlementCurrency } }": (0, unit),
+        "{ wallet { balances { points } totalValue } }": (1, shown),
+        "{ wallet { totalValue } }": (1, {"totalValue": "2.500000"}),
+        "{ a: wallet { balances { points } } b: wallet { totalValue } }": (1, None),
+        "{ wallet { ... on Wallet { balances { points } } totalValue } }": (1, shown),
+        "{ wallet { ...W } } fragment W on Wallet { balances { points } totalValue }": (1, shown),
+        "{ wallet { ...S } } fragment S on Wallet { settlementCurrency }": (1, unit),
+    }
+    for query, (statements, expected) in queries.items():
+        _, body = await _count(counter, client, query, {}, headers)
+        if expected is None:  # two wallets of one member: one read for the request
+            assert body == {"a": {"balances": shown["balances"]}, "b": {"totalValue": "2.500000"}}
+        else:
+            assert body["wallet"] == expected, query
+        assert wallet_statements() == statements, (query, counter.statements)
+    look = '{ customer(customerRef: "c-1") { id } }'
+    member_id = data(await gql(client, look, {}, tea.headers))["customer"]["id"]
+    node = "query ($id: ID!) { node(id: $id) { ... on Member { wallet { ...W } } } }"
+    node += " fragment W on Wallet { totalValue }"
+    _, body = await _count(counter, client, node, {"id": member_id}, tea.headers)
+    assert body["node"]["wallet"] == {"totalValue": "2.500000"}
+    assert wallet_statements() == 1, counter.statements
+
+
 async def test_one_wallet_and_several_wallets_read_the_same_balances(
     pool: Pool, settings: Settings
 ) -> None:
