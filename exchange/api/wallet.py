@@ -102,7 +102,7 @@ async def open_wallet(info: Info, member_id: int, viewer_merchant_id: int | None
     first when the selection may show them (one read however many fields show them).
 
     Read here, the wallet's balance fields resolve without waiting: graphql-core gathers
-    two waiting fields as two tasks behind a future, which cost a tenth of a balance read.
+    two waiting fields as two tasks behind a future: an eighth of the read's own work.
     """
     rows = await info.context.loaders.balances(member_id) if _asks_for_balances(info) else None
     return Wallet(member_id=member_id, viewer_merchant_id=viewer_merchant_id, rows=rows)
