@@ -202,11 +202,11 @@ async def _earn_all(
     keys = sorted(leaders)
     cur = await conn.execute(
         "INSERT INTO requests (initiator, idempotency_key, operation, fingerprint)"
-        " SELECT %s, x.e->>0, %s, decode(x.e->>1, 'hex')"
-        "   FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
+        " SELECT %s, x.key, %s, substring(%s::bytea FROM (x.ord * 32 - 31)::int FOR 32)"
+        "   FROM jsonb_array_elements_text(%s::jsonb) WITH ORDINALITY AS x(key, ord)"
         "  ORDER BY x.ord"
         " ON CONFLICT DO NOTHING RETURNING idempotency_key",
-        (initiator, OPERATION, _json([[k, leaders[k].digest.hex()] for k in keys])),
+        (initiator, OPERATION, b"".join(leaders[k].digest for k in keys), _json(keys)),
     )
     claimed = {str(r[0]) for r in await cur.fetchall()}
     taken = [k for k in keys if k not in claimed]
@@ -333,6 +333,27 @@ async def _earn_all(
                 key, entry_id=prior.entry_id, replayed=True, refusal=prior.refusal
             )
     return out
+
+
+_ENTRIES = """
+WITH r AS MATERIALIZED (SELECT %(rates)s::jsonb AS a)
+INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id, member_id,
+                     rates, details, effective_at)
+SELECT 'earn', %(initiator)s, x.key,
+       substring(%(fingerprints)s::bytea FROM (x.ord * 32 - 31)::int FOR 32),
+       %(merchant)s, x.member_id, r.a -> x.place, x.details, %(now)s
+  FROM r, ROWS FROM (jsonb_array_elements_text(%(keys)s::jsonb),
+                     unnest(%(members)s::bigint[]),
+                     unnest(%(places)s::int[]),
+                     jsonb_array_elements(%(details)s::jsonb))
+       WITH ORDINALITY AS x(key, member_id, place, details, ord)
+ ORDER BY x.ord
+RETURNING id, idempotency_key
+"""
+"""The entries of accepted items, in order: keys and details as JSON arrays (PostgreSQL
+hands each element over as it is, with nothing to pick out of it), members and the places
+of their currencies' rates as array literals, fingerprints as one string of 32-byte
+digests, each currency's rates once."""
 
 
 _FIND_AND_LOCK = """
@@ -475,48 +496,38 @@ async def _post_all(
             expiry[currency.id] = "NULL" if ends is None else f'"{ends.isoformat()}"'
         drafts.append((c, legs, wallet_id, repay, expiry[currency.id]))
 
-    # Each entry's rates and details, built by PostgreSQL: the rate of each currency goes
-    # once, and each item sends its currency's place, points, value and extra details.
+    # Each currency's rates go once (an entry refers to its place); each entry's details
+    # go as one element of a JSON array, which PostgreSQL hands over as it is.
     place: dict[str, int] = {}
-    rates: list[list[str]] = []
+    rates: list[dict[str, str]] = []
     for _, currency, _ in accepted:
         if currency.code not in place:
             assert currency.rate is not None
             place[currency.code] = len(rates)
-            rates.append([currency.code, rate_to_text(currency.rate)])
+            rates.append({currency.code: rate_to_text(currency.rate)})
     cur = await conn.execute(
-        "WITH r AS MATERIALIZED (SELECT %s::jsonb AS a)"
-        " INSERT INTO entries (kind, initiator, idempotency_key, fingerprint, merchant_id,"
-        "                      member_id, rates, details, effective_at)"
-        " SELECT 'earn', %s, x.e->>0, decode(x.e->>1, 'hex'), %s, (x.e->>2)::bigint,"
-        "        jsonb_build_object(c.e->>0, c.e->1),"
-        "        jsonb_build_object('currency', c.e->0, 'points', x.e->4, 'value', x.e->5)"
-        "          || (x.e->6),"
-        "        %s"
-        "   FROM r, jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS x(e, ord)"
-        "   CROSS JOIN LATERAL (SELECT r.a -> ((x.e->>3)::int) AS e) c"
-        "  ORDER BY x.ord"
-        " RETURNING id, idempotency_key",
-        (
-            _json(rates),
-            initiator,
-            merchant_id,
-            now,
-            _json(
+        _ENTRIES,
+        {
+            "rates": _json(rates),
+            "initiator": initiator,
+            "merchant": merchant_id,
+            "now": now,
+            "keys": _json([c.item.idempotency_key for c, _, _ in accepted]),
+            "fingerprints": b"".join(c.digest for c, _, _ in accepted),
+            "members": _int_array([c.item.member_id for c, _, _ in accepted]),
+            "places": _int_array([place[currency.code] for _, currency, _ in accepted]),
+            "details": _json(
                 [
-                    [
-                        c.item.idempotency_key,
-                        c.digest.hex(),
-                        c.item.member_id,
-                        place[currency.code],
-                        c.item.points,
-                        micro_to_decimal(v),
-                        dict(c.item.details) if c.item.details else {},
-                    ]
+                    {
+                        "currency": currency.code,
+                        "points": c.item.points,
+                        "value": micro_to_decimal(v),
+                        **(c.item.details or {}),
+                    }
                     for c, currency, v in accepted
                 ]
             ),
-        ),
+        },
     )
     entry_of = {str(key): int(entry_id) for entry_id, key in await cur.fetchall()}
 
@@ -538,13 +549,14 @@ async def _post_all(
         tuple(map(_int_array, (entries, seqs, accounts, assets, amounts))),
     )
 
+    # The lots' ids are read back only when an earn repays a debt (its lot moves).
+    repaying = any(repay for _, _, _, repay, _ in drafts)
     cur = await conn.execute(
         "INSERT INTO lots (wallet_id, entry_id, original, remaining, earned_at, expires_at)"
         " SELECT t.wallet_id, t.entry_id, t.points, t.points, %s, t.expires_at"
         "   FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[])"
         "        WITH ORDINALITY AS t(wallet_id, entry_id, points, expires_at, ord)"
-        "  ORDER BY t.ord"
-        " RETURNING id, entry_id",
+        "  ORDER BY t.ord" + (" RETURNING id, entry_id" if repaying else ""),
         (
             now,
             _int_array([wallet_id for _, _, wallet_id, _, _ in drafts]),
@@ -553,14 +565,15 @@ async def _post_all(
             "{" + ",".join(ends for *_, ends in drafts) + "}",
         ),
     )
-    lot_of = {int(entry_id): int(lot_id) for lot_id, entry_id in await cur.fetchall()}
     moves: dict[int, int] = defaultdict(int)
     move_entry: dict[int, int] = {}
-    for c, _, _, repay, _ in drafts:
-        if repay:
-            entry_id = entry_of[c.item.idempotency_key]
-            moves[lot_of[entry_id]] -= repay
-            move_entry[lot_of[entry_id]] = entry_id
+    if repaying:
+        lot_of = {int(entry_id): int(lot_id) for lot_id, entry_id in await cur.fetchall()}
+        for c, _, _, repay, _ in drafts:
+            if repay:
+                entry_id = entry_of[c.item.idempotency_key]
+                moves[lot_of[entry_id]] -= repay
+                move_entry[lot_of[entry_id]] = entry_id
     if moves:
         lot_ids = sorted(moves)
         await conn.execute(
