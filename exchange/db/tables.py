@@ -174,6 +174,11 @@ accounts = Table(
 )
 Index("ix_accounts_member", accounts.c.member_id)
 
+BALANCES_FILLFACTOR = 50
+"""Percent of each page of ``balances`` that inserts fill (migration ``0009``): every
+posting updates a balance row, and the room left lets the new version stay on its page
+(a heap-only update, with no new index entry)."""
+
 balances = Table(
     "balances",
     metadata,
@@ -181,6 +186,7 @@ balances = Table(
     Column("stripe", SmallInteger, nullable=False),
     Column("amount", BigInteger, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("account_id", "stripe"),
+    postgresql_with={"fillfactor": BALANCES_FILLFACTOR},
 )
 
 quotes = Table(
