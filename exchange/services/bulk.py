@@ -67,8 +67,9 @@ _json = compact()
 
 PostgreSQL unpacks it with ``jsonb_array_elements`` in C; one JSON text is much cheaper
 than having the driver adapt a dozen Python lists of a thousand elements. Columns of
-integers only (postings, lots, wallets) go as array literals (:func:`_int_array`), which
-PostgreSQL reads in less than half the time of the same rows in JSON."""
+integers (postings, lots, wallets, the entries' members) go as array literals
+(:func:`_int_array`), which PostgreSQL reads in less than half the time of the same rows in
+JSON; fingerprints go as one string of 32-byte digests."""
 
 
 @dataclass(frozen=True)
@@ -565,21 +566,19 @@ async def _post_all(
             "{" + ",".join(ends for *_, ends in drafts) + "}",
         ),
     )
-    moves: dict[int, int] = defaultdict(int)
-    move_entry: dict[int, int] = {}
     if repaying:
         lot_of = {int(entry_id): int(lot_id) for lot_id, entry_id in await cur.fetchall()}
+        moves: dict[int, int] = defaultdict(int)
+        move_entry: dict[int, int] = {}
         for c, _, _, repay, _ in drafts:
             if repay:
                 entry_id = entry_of[c.item.idempotency_key]
                 moves[lot_of[entry_id]] -= repay
                 move_entry[lot_of[entry_id]] = entry_id
-    if moves:
-        lot_ids = sorted(moves)
         await conn.execute(
             "INSERT INTO lot_moves (entry_id, lot_id, amount)"
             " SELECT (x.e->>0)::bigint, (x.e->>1)::bigint, (x.e->>2)::bigint"
             "   FROM jsonb_array_elements(%s::jsonb) AS x(e)",
-            (_json([[move_entry[i], i, moves[i]] for i in lot_ids]),),
+            (_json([[move_entry[i], i, moves[i]] for i in sorted(moves)]),),
         )
     return entry_of
