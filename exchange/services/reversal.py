@@ -108,8 +108,9 @@ async def _take_back(
 ) -> list[tuple[int, int]]:
     """Lot moves taking ``amount`` points back: the original's own lots first."""
     lots = await engine.open_lots(conn, wallet_id)
-    own = [lot for lot in lots if lot.id in await _lots_of(conn, original_id, wallet_id)]
-    others = [lot for lot in lots if lot not in own]
+    mine = await _lots_of(conn, original_id, wallet_id)
+    own = [lot for lot in lots if lot.id in mine]
+    others = [lot for lot in lots if lot.id not in mine]
     taken = allocate(own, amount)
     left = amount - sum(t for _, t in taken)
     taken += allocate(others, left)

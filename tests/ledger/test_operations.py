@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from exchange.domain.errors import Refusal
@@ -166,6 +167,48 @@ async def test_partial_reversals_add_up_to_the_original_and_no_more(hub: Hub) ->
     assert exc.value.code == "REVERSAL_EXCEEDS_ORIGINAL"
     assert await hub.position("c") == 0
     assert await hub.wallet(hub.member_ids[0], "APT") == 0
+    assert hub.verify() == []
+
+
+async def _reverse_counting(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, entry_id: int, key: str
+) -> int:
+    """Reverse ``entry_id`` whole; the SQL statements the reversal sent."""
+    sent: list[str] = []
+    original = psycopg.AsyncCursor.execute
+
+    async def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return await original(self, query, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(psycopg.AsyncCursor, "execute", execute)
+        await reversal.reverse(
+            hub.pool, hub.merchants["a"], entry_id=entry_id, points=None, idempotency_key=key
+        )
+    return len(sent)
+
+
+async def test_a_reversal_takes_its_own_lot_in_statements_bounded_by_lots(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many open lots the wallet holds, a reversal looks its own lots up once."""
+    few = [await earn(hub, "a", "APT", 10 + i, f"few-{i}", member=1) for i in range(3)]
+    many = [await earn(hub, "a", "APT", 10 + i, f"many-{i}", member=2) for i in range(40)]
+    with_few = await _reverse_counting(hub, monkeypatch, few[1], "rv-few")
+    with_many = await _reverse_counting(hub, monkeypatch, many[20], "rv-many")
+    assert with_many == with_few
+    async with hub.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT entry_id, remaining FROM lots WHERE entry_id = ANY(%s)", (few + many,)
+        )
+        remaining = {int(e): int(r) for e, r in await cur.fetchall()}
+    # The reversed earns' own lots are emptied; every other lot is untouched.
+    assert remaining == {
+        e: 0 if e in (few[1], many[20]) else 10 + i
+        for group in (few, many)
+        for i, e in enumerate(group)
+    }
     assert hub.verify() == []
 
 
