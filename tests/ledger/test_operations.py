@@ -189,7 +189,7 @@ async def _reverse_counting(
     return len(sent)
 
 
-async def test_a_reversal_takes_its_own_lot_in_statements_bounded_by_lots(
+async def test_a_reversal_sends_as_many_statements_however_many_lots_the_wallet_holds(
     hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """However many open lots the wallet holds, a reversal looks its own lots up once."""
