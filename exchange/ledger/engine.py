@@ -277,14 +277,84 @@ async def lock_wallets(conn: Conn, wallet_ids: Sequence[int]) -> dict[int, int]:
     return found
 
 
-async def open_lots(conn: Conn, wallet_id: int) -> list[OpenLot]:
-    """The wallet's lots with points left (call with the wallet locked)."""
-    cur = await conn.execute(
-        "SELECT id, remaining, expires_at FROM lots WHERE wallet_id = %s AND remaining > 0"
-        " ORDER BY expires_at NULLS LAST, id",
-        (wallet_id,),
-    )
+_LOT = "SELECT id, remaining, expires_at FROM lots"
+
+# The live points before each lot in consumption order (soonest-expiring first, lots that
+# never expire last, ties by id: the order of ``ix_lots_open``). Overdue lots sort first and
+# count nothing, so they are always read; live lots are read only while the ones before them
+# hold fewer than the points asked. The index scan stops after ``first`` lots (``NULL``: it
+# does not stop).
+_LOTS_FOR_DEBIT = (
+    "SELECT id, remaining, expires_at FROM ("
+    "  SELECT id, remaining, expires_at,"
+    "         coalesce(sum(remaining) FILTER (WHERE expires_at IS NULL OR expires_at > %(now)s)"
+    "           OVER (ORDER BY expires_at NULLS LAST, id"
+    "                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before"
+    "    FROM (SELECT id, remaining, expires_at FROM lots"
+    "           WHERE wallet_id = %(wallet)s AND remaining > 0"
+    "             AND id <> ALL(%(skip)s::bigint[])"
+    "           ORDER BY expires_at NULLS LAST, id LIMIT %(first)s) l) s"
+    " WHERE before < %(points)s"
+    " ORDER BY expires_at NULLS LAST, id"
+)
+
+
+async def lots_for_debit(
+    conn: Conn,
+    wallet_id: int,
+    points: int,
+    now: datetime,
+    skip: Sequence[int] = (),
+    first: int = 100,
+) -> list[OpenLot]:
+    """The lots a debit of ``points`` needs to see (call with the wallet locked).
+
+    Every overdue lot (``expires_at <= now``), then the live lots in consumption order up to
+    and including the one that brings them to ``points``; all live lots when they hold fewer.
+    ``skip``: lot ids left out. The first ``first`` lots in that order are read; only when
+    they are all needed and still fall short are the rest read, so a debit in a wallet of
+    thousands of lots reads a few of them, in the database as on the wire.
+    """
+    params: dict[str, Any] = {
+        "wallet": wallet_id,
+        "points": points,
+        "now": now,
+        "skip": list(skip),
+        "first": first,
+    }
+    lots = await _lots(conn, _LOTS_FOR_DEBIT, params)
+    if len(lots) == first and _live(lots, now) < points:
+        params["first"] = None
+        lots = await _lots(conn, _LOTS_FOR_DEBIT, params)
+    return lots
+
+
+def _live(lots: list[OpenLot], now: datetime) -> int:
+    return sum(lot.remaining for lot in lots if lot.expires_at is None or lot.expires_at > now)
+
+
+async def _lots(conn: Conn, sql: str, params: Any) -> list[OpenLot]:
+    cur = await conn.execute(sql, params)
     return [OpenLot(int(r[0]), int(r[1]), r[2]) for r in await cur.fetchall()]
+
+
+async def overdue_lots(conn: Conn, wallet_id: int, now: datetime) -> list[OpenLot]:
+    """The wallet's lots with points left whose expiry has come (call with the wallet locked)."""
+    return await _lots(
+        conn,
+        _LOT + " WHERE wallet_id = %s AND remaining > 0 AND expires_at <= %s"
+        " ORDER BY expires_at, id",
+        (wallet_id, now),
+    )
+
+
+async def entry_lots(conn: Conn, entry_id: int, wallet_id: int) -> list[OpenLot]:
+    """The lots entry ``entry_id`` opened in the wallet that still hold points."""
+    return await _lots(
+        conn,
+        _LOT + " WHERE entry_id = %s AND wallet_id = %s AND remaining > 0",
+        (entry_id, wallet_id),
+    )
 
 
 async def account_balance(conn: Conn, account_id: int) -> int:

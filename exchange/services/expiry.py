@@ -107,13 +107,12 @@ async def sweep(pool: Pool, *, now: datetime | None = None, limit: int = 1000) -
         ) -> tuple[int, int]:
             await engine.lock_wallets(conn, [w])
             count = points = 0
-            for lot in await engine.open_lots(conn, w):
-                if lot.expires_at is not None and lot.expires_at <= at:
-                    await expire_locked_lot(
-                        conn, wallet_id=w, member_id=m, currency_id=c, lot=lot, now=at
-                    )
-                    count += 1
-                    points += lot.remaining
+            for lot in await engine.overdue_lots(conn, w, at):
+                await expire_locked_lot(
+                    conn, wallet_id=w, member_id=m, currency_id=c, lot=lot, now=at
+                )
+                count += 1
+                points += lot.remaining
             return count, points
 
         n, p = await transaction(pool, work)

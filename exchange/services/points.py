@@ -138,9 +138,10 @@ async def plan_debit(
     """Check ``n`` points are available in a locked wallet and plan the lot moves.
 
     Refuses with ``INSUFFICIENT_POINTS`` before writing anything; otherwise expires the
-    wallet's overdue lots first and takes ``n`` points soonest-expiring first.
+    wallet's overdue lots first and takes ``n`` points soonest-expiring first. Only the
+    lots that takes are read (:func:`engine.lots_for_debit`).
     """
-    lots = await engine.open_lots(conn, wallet_id)
+    lots = await engine.lots_for_debit(conn, wallet_id, n, now)
     live = [lot for lot in lots if lot.expires_at is None or lot.expires_at > now]
     available = sum(lot.remaining for lot in live) if balance >= 0 else 0
     if available < n:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from exchange.domain import errors
@@ -104,24 +105,19 @@ async def _wallet_ids(conn: Conn, account_ids: list[int]) -> dict[int, int]:
 
 
 async def _take_back(
-    conn: Conn, original_id: int, wallet_id: int, amount: int
+    conn: Conn, original_id: int, wallet_id: int, amount: int, now: datetime
 ) -> list[tuple[int, int]]:
-    """Lot moves taking ``amount`` points back: the original's own lots first."""
-    lots = await engine.open_lots(conn, wallet_id)
-    mine = await _lots_of(conn, original_id, wallet_id)
-    own = [lot for lot in lots if lot.id in mine]
-    others = [lot for lot in lots if lot.id not in mine]
+    """Lot moves taking ``amount`` points back: the original's own lots first, then the
+    wallet's other lots soonest-expiring first (overdue lots already expired)."""
+    own = await engine.entry_lots(conn, original_id, wallet_id)
     taken = allocate(own, amount)
     left = amount - sum(t for _, t in taken)
-    taken += allocate(others, left)
+    if left > 0:
+        others = await engine.lots_for_debit(
+            conn, wallet_id, left, now, skip=[lot.id for lot in own]
+        )
+        taken += allocate(others, left)
     return [(lot_id, -t) for lot_id, t in taken]
-
-
-async def _lots_of(conn: Conn, entry_id: int, wallet_id: int) -> set[int]:
-    cur = await conn.execute(
-        "SELECT id FROM lots WHERE entry_id = %s AND wallet_id = %s", (entry_id, wallet_id)
-    )
-    return {int(r[0]) for r in await cur.fetchall()}
 
 
 async def _give_back(
@@ -193,17 +189,16 @@ async def reverse(
             if leg.account_id not in wallets:
                 continue
             w = leg.account_id
-            live = await expire_overdue(
+            await expire_overdue(
                 conn,
                 wallet_id=w,
                 member_id=original.member_id,
                 currency_id=wallets[w],
-                lots=await engine.open_lots(conn, w),
+                lots=await engine.overdue_lots(conn, w, now),
                 now=now,
             )
-            del live
             if leg.amount < 0:
-                planned = await _take_back(conn, entry_id, w, -leg.amount)
+                planned = await _take_back(conn, entry_id, w, -leg.amount, now)
             else:
                 balance = await engine.account_balance(conn, w)
                 _, into_lots = credit_split(balance, leg.amount)
