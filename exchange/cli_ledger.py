@@ -55,7 +55,9 @@ def verify(args: argparse.Namespace) -> int:
 
 def _configure_expire(parser: argparse.ArgumentParser) -> None:
     add_data_dir_option(parser)
-    parser.add_argument("--limit", type=int, default=10_000, help="lots per run (default 10000)")
+    parser.add_argument(
+        "--limit", type=int, default=10_000, help="the most lots to expire (default 10000)"
+    )
 
 
 @command("expire", help="expire every lot whose expiry has passed", configure=_configure_expire)

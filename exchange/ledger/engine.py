@@ -338,13 +338,16 @@ async def _lots(conn: Conn, sql: str, params: Any) -> list[OpenLot]:
     return [OpenLot(int(r[0]), int(r[1]), r[2]) for r in await cur.fetchall()]
 
 
-async def overdue_lots(conn: Conn, wallet_id: int, now: datetime) -> list[OpenLot]:
-    """The wallet's lots with points left whose expiry has come (call with the wallet locked)."""
+async def overdue_lots(
+    conn: Conn, wallet_id: int, now: datetime, limit: int | None = None
+) -> list[OpenLot]:
+    """The wallet's lots with points left whose expiry has come, soonest-expired first; at
+    most ``limit`` of them (``None``: all). Call with the wallet locked."""
     return await _lots(
         conn,
         _LOT + " WHERE wallet_id = %s AND remaining > 0 AND expires_at <= %s"
-        " ORDER BY expires_at, id",
-        (wallet_id, now),
+        " ORDER BY expires_at, id LIMIT %s",
+        (wallet_id, now, limit),
     )
 
 

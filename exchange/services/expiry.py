@@ -88,7 +88,9 @@ async def expire_overdue(
 
 
 async def sweep(pool: Pool, *, now: datetime | None = None, limit: int = 1000) -> SweepResult:
-    """Expire up to ``limit`` overdue lots, one short transaction per wallet."""
+    """Expire up to ``limit`` overdue lots, soonest-expired first within each wallet, one
+    short transaction per wallet. A wallet left with overdue lots is swept by the next run
+    (or by its next debit, which expires them all)."""
     at = now or clock.now()
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -101,13 +103,19 @@ async def sweep(pool: Pool, *, now: datetime | None = None, limit: int = 1000) -
     lots_expired = 0
     points_expired = 0
     for wallet_id, member_id, currency_id in wallets:
+        if lots_expired >= limit:
+            break
 
         async def work(
-            conn: Conn, w: int = wallet_id, m: int = member_id, c: int = currency_id
+            conn: Conn,
+            w: int = wallet_id,
+            m: int = member_id,
+            c: int = currency_id,
+            budget: int = limit - lots_expired,
         ) -> tuple[int, int]:
             await engine.lock_wallets(conn, [w])
             count = points = 0
-            for lot in await engine.overdue_lots(conn, w, at):
+            for lot in await engine.overdue_lots(conn, w, at, limit=budget):
                 await expire_locked_lot(
                     conn, wallet_id=w, member_id=m, currency_id=c, lot=lot, now=at
                 )

@@ -146,6 +146,23 @@ async def test_expiry_releases_the_issuers_liability(
     assert hub.verify() == []
 
 
+async def test_a_sweep_expires_at_most_its_limit_of_lots(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three overdue lots in one wallet and one in another: two runs of two expire them all."""
+    for i in range(3):
+        await earn(hub, "a", "APT", 10 + i, f"e{i}")
+    await earn(hub, "a", "APT", 20, "f0", member=1)
+    later = clock.now() + timedelta(days=366)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    runs = [await expiry.sweep(hub.pool, limit=2) for _ in range(3)]
+    assert [r.lots_expired for r in runs] == [2, 2, 0]
+    assert sum(r.points_expired for r in runs) == 10 + 11 + 12 + 20
+    assert await hub.count("entries WHERE kind = 'expire'") == 4
+    assert await hub.count("lots WHERE remaining > 0") == 0
+    assert hub.verify() == []
+
+
 async def test_partial_reversals_add_up_to_the_original_and_no_more(hub: Hub) -> None:
     e = await earn(hub, "c", "APT", 1000, "e1")
     first = await reversal.reverse(
