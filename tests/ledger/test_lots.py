@@ -56,6 +56,18 @@ async def _fill(hub: Hub, lots: list[tuple[int | None, int]], now: datetime) -> 
     return int(row[0])
 
 
+async def _spend(hub: Hub, n: int) -> None:
+    """Merchant b redeems ``n`` APT points of member 0 (key ``spend``)."""
+    await points.redeem(
+        hub.pool,
+        hub.merchants["b"],
+        member_id=hub.member_ids[0],
+        currency_code="APT",
+        points=n,
+        idempotency_key="spend",
+    )
+
+
 async def _all_open(hub: Hub, wallet_id: int) -> list[OpenLot]:
     async with hub.pool.connection() as conn:
         cur = await conn.execute(
@@ -106,25 +118,11 @@ async def _debit_reads_only_what_it_needs(
         with mock.patch.object(clock, "now", return_value=now):
             if available < points_asked:
                 with pytest.raises(Refusal) as refused:
-                    await points.redeem(
-                        hub.pool,
-                        hub.merchants["b"],
-                        member_id=hub.member_ids[0],
-                        currency_code="APT",
-                        points=points_asked,
-                        idempotency_key="spend",
-                    )
+                    await _spend(hub, points_asked)
                 assert refused.value.code == "INSUFFICIENT_POINTS"
                 assert f", {available} available" in refused.value.message
             else:
-                await points.redeem(
-                    hub.pool,
-                    hub.merchants["b"],
-                    member_id=hub.member_ids[0],
-                    currency_code="APT",
-                    points=points_asked,
-                    idempotency_key="spend",
-                )
+                await _spend(hub, points_asked)
                 for lot in every:
                     if _overdue(lot, now):
                         want[lot.id] = 0
@@ -186,14 +184,7 @@ async def test_a_redemption_in_a_wallet_of_many_lots_reads_the_few_it_takes(hub:
         await engine.lock_wallets(conn, [wallet])
         got = await engine.lots_for_debit(conn, wallet, 25, base)
     assert [lot.expires_at for lot in got] == [base + timedelta(days=d) for d in (1, 2, 3)]
-    await points.redeem(
-        hub.pool,
-        hub.merchants["b"],
-        member_id=hub.member_ids[0],
-        currency_code="APT",
-        points=25,
-        idempotency_key="spend",
-    )
+    await _spend(hub, 25)
     remaining = sorted((lot.expires_at, lot.remaining) for lot in await _all_open(hub, wallet))
     assert [r for _, r in remaining[:3]] == [5] + [10] * 2
     assert sum(r for _, r in remaining) == 3000 - 25
@@ -206,14 +197,7 @@ async def test_a_reversal_takes_its_own_lot_then_the_soonest_expiring_others(hub
     with _expiring(iter([*(base + timedelta(days=d) for d in (5, 9, 2, 7)), None])):
         entries = [(await hub.earn("a", 0, "APT", 10, f"e-{i}")).entry_id for i in range(5)]
     # The redemption takes the lots expiring in 2 and 5 days, and 5 points of the 7-day one.
-    await points.redeem(
-        hub.pool,
-        hub.merchants["b"],
-        member_id=hub.member_ids[0],
-        currency_code="APT",
-        points=25,
-        idempotency_key="spend",
-    )
+    await _spend(hub, 25)
     # Reversing the 7-day earn takes its own 5 points left, then 5 of the 9-day lot.
     await reversal.reverse(
         hub.pool, hub.merchants["a"], entry_id=entries[3], points=None, idempotency_key="rv"
