@@ -218,6 +218,25 @@ def test_serve_with_an_unusable_data_dir_fails_clearly(data_dir: Path) -> None:
     assert_one_clear_error(result.stderr, str(bad))
 
 
+@pytest.mark.parametrize(
+    ("level", "access_log"),
+    [("warning", False), ("error", False), ("info", True), ("debug", True)],
+)
+def test_the_access_log_is_on_only_where_its_lines_are_written(
+    level: str, access_log: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uvicorn
+
+    from exchange.cli import _run_uvicorn
+    from exchange.config import Settings
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kw: seen.update(kw))
+    _run_uvicorn(Settings(data_dir=tmp_path, log_level=level))
+    assert seen["log_level"] == level
+    assert seen["access_log"] is access_log
+
+
 def test_serve_with_an_external_database_starts_no_embedded_server(
     data_dir: Path, databases: DatabaseFactory
 ) -> None:
