@@ -15,6 +15,10 @@ class OpenLot:
     remaining: int
     expires_at: datetime | None
 
+    def overdue(self, now: datetime) -> bool:
+        """Its expiry has come by ``now`` (a lot that never expires is never overdue)."""
+        return self.expires_at is not None and self.expires_at <= now
+
 
 def consumption_order(lots: Sequence[OpenLot]) -> list[OpenLot]:
     """Soonest-expiring first; lots that never expire last; ties by age (id)."""

@@ -330,7 +330,7 @@ async def lots_for_debit(
 
 
 def _live(lots: list[OpenLot], now: datetime) -> int:
-    return sum(lot.remaining for lot in lots if lot.expires_at is None or lot.expires_at > now)
+    return sum(lot.remaining for lot in lots if not lot.overdue(now))
 
 
 async def _lots(conn: Conn, sql: str, params: Any) -> list[OpenLot]:

@@ -73,7 +73,7 @@ async def expire_overdue(
     """Expire the overdue lots among ``lots`` (wallet locked); return the live ones."""
     live: list[OpenLot] = []
     for lot in lots:
-        if lot.expires_at is not None and lot.expires_at <= now:
+        if lot.overdue(now):
             await expire_locked_lot(
                 conn,
                 wallet_id=wallet_id,

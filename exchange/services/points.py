@@ -142,7 +142,7 @@ async def plan_debit(
     lots that takes are read (:func:`engine.lots_for_debit`).
     """
     lots = await engine.lots_for_debit(conn, wallet_id, n, now)
-    live = [lot for lot in lots if lot.expires_at is None or lot.expires_at > now]
+    live = [lot for lot in lots if not lot.overdue(now)]
     available = sum(lot.remaining for lot in live) if balance >= 0 else 0
     if available < n:
         raise Refusal(
